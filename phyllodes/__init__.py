@@ -1,0 +1,8 @@
+"""Helpers for the phyllodes multimodal (ultrasound + clinical) study repository.
+
+Notebooks in ``notebooks/`` orchestrate; the logic lives here, one module per step of
+the flow in ``../shared/DESIGN.md``: cohort -> splits -> clinical/images -> models ->
+training -> metrics/stats -> explain.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,57 @@
+"""Command line: ``python -m phyllodes <command>`` (``--help`` lists them)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m phyllodes", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    nb = sub.add_parser("notebooks", help="execute the numbered notebooks with papermill")
+    nb.add_argument("--profile", default="quick", choices=["smoke", "quick", "paper"])
+    nb.add_argument("--cohort", default="breast-lesions-usg")
+    nb.add_argument("--device", default="auto")
+    nb.add_argument("--seed", type=int, default=0)
+    nb.add_argument("--output", default=None, help="root of tables/, figures/, results/")
+    nb.add_argument("--only", default="", help="comma-separated notebook numbers, e.g. 01,03")
+
+    cv = sub.add_parser("convert-breast", help="derive the bundled cohort from the "
+                        "BrEaST-Lesions_USG release")
+    cv.add_argument("--source", required=True, help="folder of the original release")
+    cv.add_argument("--out", default="data/public/breast-lesions-usg")
+    cv.add_argument("--max-side", type=int, default=320)
+    cv.add_argument("--overwrite", action="store_true")
+
+    sy = sub.add_parser("synthetic", help="write a seeded synthetic cohort (hospital schema)")
+    sy.add_argument("--out", required=True)
+    sy.add_argument("--subjects", type=int, default=40)
+    sy.add_argument("--seed", type=int, default=0)
+    sy.add_argument("--image-size", type=int, default=64)
+
+    from . import cli_runs
+    cli_runs.add_parsers(sub)
+
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "notebooks":
+        from .runner import main_notebooks
+        return main_notebooks(args)
+    if args.command == "convert-breast":
+        from .breast import convert_breast
+        t = convert_breast(args.source, args.out, args.max_side, args.overwrite)
+        print(f"wrote {len(t)} rows to {args.out}/cohort.csv")
+        return 0
+    if args.command == "synthetic":
+        from .synthetic import make_synthetic_cohort
+        out = make_synthetic_cohort(args.out, args.subjects, args.seed, args.image_size)
+        print(f"wrote a synthetic cohort to {out}")
+        return 0
+    return cli_runs.dispatch(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

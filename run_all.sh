@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Reproduce the study: set up the environment (first run only), then execute every numbered
+# notebook in notebooks/ in order with papermill. See README.md.
+#
+#   ./run_all.sh                      the whole study (profile paper with CUDA, else quick)
+#   ./run_all.sh --tests              set up, then run the test suite (what CI runs)
+#   ./run_all.sh --profile smoke --cohort data/private/mgh --device cuda --output /scratch/out
+#   ./run_all.sh --only 01,03         only these notebooks
+#   ./run_all.sh --setup              only create/refresh the environment
+set -euo pipefail
+cd "$(dirname "$0")"
+
+profile="" cohort="breast-lesions-usg" device="auto" output="" only="" mode="notebooks" seed=0
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --profile) profile="$2"; shift 2 ;;
+    --cohort) cohort="$2"; shift 2 ;;
+    --device) device="$2"; shift 2 ;;
+    --output) output="$2"; shift 2 ;;
+    --seed) seed="$2"; shift 2 ;;
+    --only) only="$2"; shift 2 ;;
+    --tests) mode="tests"; shift ;;
+    --setup) mode="setup"; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "run_all.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
+  esac
+done
+
+# --- environment: an active conda env built from environment.yml, else ./.venv ----------------
+stamp_of() { cat requirements.txt pyproject.toml | sha256sum | cut -c1-16; }
+if [ -n "${CONDA_PREFIX:-}" ] && "$CONDA_PREFIX/bin/python" -c "import phyllodes, papermill, timm" 2>/dev/null; then
+  PY="$CONDA_PREFIX/bin/python"
+  echo "run_all.sh: using the active conda environment $CONDA_PREFIX"
+else
+  PY=".venv/bin/python"
+  if [ ! -x "$PY" ]; then
+    echo "run_all.sh: creating the virtual environment .venv (first run only)"
+    "${PYTHON:-python3}" -m venv .venv
+  fi
+  if [ "$(cat .venv/.phyllodes-installed 2>/dev/null)" != "$(stamp_of)" ]; then
+    echo "run_all.sh: installing the pinned packages of requirements.txt (first run only, a few minutes)"
+    "$PY" -m pip install --quiet --upgrade pip
+    "$PY" -m pip install --quiet -r requirements.txt
+    "$PY" -m pip install --quiet --no-deps -e .
+    stamp_of > .venv/.phyllodes-installed
+  fi
+fi
+
+case "$mode" in
+  setup) echo "run_all.sh: environment ready ($PY)"; exit 0 ;;
+  tests) exec "$PY" -m pytest -q tests ;;
+esac
+
+if [ -z "$profile" ]; then
+  profile=$("$PY" -c "from phyllodes.profiles import default_profile_name as d; print(d())")
+  echo "run_all.sh: no --profile given; picked '$profile' ($( [ "$profile" = paper ] && echo 'CUDA is available' || echo 'no CUDA GPU found'))"
+fi
+args=(--profile "$profile" --cohort "$cohort" --device "$device" --seed "$seed")
+[ -n "$output" ] && args+=(--output "$output")
+[ -n "$only" ] && args+=(--only "$only")
+exec "$PY" -m phyllodes notebooks "${args[@]}"
