@@ -44,11 +44,25 @@ def _record(out: Path, cohort: str, name: str) -> dict:
     return json.loads((out / "results" / cohort / f"{name}.json").read_text())
 
 
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """Every numbered notebook executed once, in order, in the smoke profile."""
+    out = tmp_path_factory.mktemp("smoke") / "out"
+    done = run_notebooks("smoke", "breast-lesions-usg", "cpu", 0, out)
+    return out, done
+
+
 @pytest.mark.slow
-def test_notebook01_smoke_on_bundled_cohort(tmp_path):
-    out = tmp_path / "out"
-    done = run_notebooks("smoke", "breast-lesions-usg", "cpu", 0, out, only=["01"])
-    assert [d["notebook"] for d in done] == ["01_data_curation.ipynb"]
+def test_all_notebooks_ran_in_order(smoke_run):
+    out, done = smoke_run
+    assert [d["notebook"] for d in done] == [p.name for p in NOTEBOOKS]
+    for p in NOTEBOOKS:
+        assert (out / "executed" / "smoke" / p.name).exists()
+
+
+@pytest.mark.slow
+def test_notebook01_smoke_on_bundled_cohort(smoke_run):
+    out, _ = smoke_run
     rec = _record(out, "breast-lesions-usg", "nb01_data_curation")
     assert rec["n_subjects"] == 252 and rec["n_positive_subjects"] == 98
     assert rec["n_excluded_rows"] == 4 and rec["folds"] == 2
@@ -71,3 +85,44 @@ def test_a_failing_notebook_stops_the_run_naming_notebook_and_cell(tmp_path):
     with pytest.raises(NotebookFailed, match=r"01_data_curation.ipynb failed in cell \d+.*"
                                              r"FileNotFoundError: cohort 'no-such-cohort'"):
         run_notebooks("smoke", "no-such-cohort", "cpu", 0, tmp_path / "out", only=["01"])
+
+
+@pytest.mark.slow
+def test_notebook02_records_unimodal_baselines(smoke_run):
+    out, _ = smoke_run
+    rec = _record(out, "breast-lesions-usg", "nb02_unimodal_baselines")
+    assert rec["folds"] == 2 and rec["n_test_subjects"] == 252
+    assert len(rec["runs"]) == 5 * 2  # four clinical models and the image model, two folds
+    auc = rec["auc"]
+    assert set(auc) == {"clinical · mlp", "clinical · logreg", "clinical · random_forest",
+                        "clinical · gradient_boosting", "image · resnet10t (random init)"}
+    # the BI-RADS descriptors make the clinical data strongly informative on this cohort
+    assert auc["clinical · logreg"] > 0.8
+    assert all(0 <= v <= 1 for v in auc.values())
+    assert all(s >= 0 for s in rec["auc_sd"].values())
+    t = pd.read_csv(out / "tables" / "breast-lesions-usg" / "table_unimodal_baselines.csv")
+    assert len(t) == 5 and t["auc (pooled, 95% CI)"].str.match(r"0\.\d{3} \[0\.\d{3}, ").all()
+    assert (out / "figures" / "breast-lesions-usg" / "fig_roc_unimodal.png").exists()
+
+
+@pytest.mark.slow
+def test_notebook03_records_modality_comparison(smoke_run):
+    out, _ = smoke_run
+    rec = _record(out, "breast-lesions-usg", "nb03_multimodal_training")
+    assert set(rec["modality_auc"]) == {"clinical", "image", "multimodal"}
+    for m, (lo, hi) in rec["modality_auc_ci"].items():
+        assert lo <= rec["modality_auc"][m] <= hi
+    assert rec["paper_auc"] == {"clinical": 0.7846, "image": 0.8919, "multimodal": 0.9427}
+    assert len(rec["fusion_auc"]) == 3
+    # the runs shared with notebook 02 were reused, not retrained
+    rec2 = _record(out, "breast-lesions-usg", "nb02_unimodal_baselines")
+    shared = set(rec["runs"]) & set(rec2["runs"])
+    assert len(shared) == 4  # clinical MLP and image model, two folds each
+    t3 = pd.read_csv(out / "tables" / "breast-lesions-usg" / "table3_modality_comparison.csv")
+    assert t3["modality"].tolist() == ["clinical", "image", "multimodal"]
+    assert t3["paper AUC (MGH phyllodes)"].tolist() == [0.7846, 0.8919, 0.9427]
+    assert t3["note"].str.contains("not the paper's").all()
+    tests = pd.read_csv(out / "tables" / "breast-lesions-usg" / "table3b_modality_tests.csv")
+    assert len(tests) == 2 and tests["delong_p"].between(0, 1).all()
+    for ext in ("png", "pdf"):
+        assert (out / "figures" / "breast-lesions-usg" / f"fig2_roc_modalities.{ext}").exists()
