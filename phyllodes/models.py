@@ -186,7 +186,11 @@ class PhyllodesNet(nn.Module):
         elif modality == "clinical":
             self.head = nn.Linear(d_clin, 1)
         elif fusion == "concat":
-            self.head = mlp(d_img + d_clin, head_hidden, 1, dropout)
+            # image features (hundreds to thousands wide) are projected to the head's width
+            # first, so they do not drown the clinical branch's features in the concatenation
+            self.image_proj = nn.Sequential(nn.Linear(d_img, head_hidden), nn.ReLU(),
+                                            nn.Dropout(dropout))
+            self.head = mlp(head_hidden + d_clin, head_hidden, 1, dropout)
         elif fusion == "late":
             self.image_head = mlp(d_img, head_hidden, 1, dropout)
             self.clinical_head = nn.Linear(d_clin, 1)
@@ -197,6 +201,10 @@ class PhyllodesNet(nn.Module):
             self.clinical_proj = nn.Sequential(nn.Linear(d_clin, head_hidden), nn.ReLU())
             self.gate = nn.Linear(2 * head_hidden, head_hidden)
             self.head = mlp(head_hidden, head_hidden, 1, dropout)
+        if modality == "multimodal" and fusion != "late":
+            # unimodal auxiliary heads (deep supervision); used only when aux_weight > 0
+            self.aux_image_head = nn.Linear(d_img, 1)
+            self.aux_clinical_head = nn.Linear(d_clin, 1)
 
     def train(self, mode: bool = True) -> "PhyllodesNet":
         super().train(mode)
@@ -224,17 +232,28 @@ class PhyllodesNet(nn.Module):
     def forward(self, image: torch.Tensor | None = None,
                 clinical: torch.Tensor | None = None) -> torch.Tensor:
         """One logit per sample, shape (B,)."""
+        return self.forward_parts(image, clinical)[0]
+
+    def forward_parts(self, image: torch.Tensor | None = None,
+                      clinical: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(fused logit, image-only logit, clinical-only logit); the unimodal logits are the
+        auxiliary heads' (None for single-modality models)."""
         if self.modality == "clinical":
-            return self.head(self.clinical(clinical)).squeeze(-1)
+            return self.head(self.clinical(clinical)).squeeze(-1), None, None
         fi = self.image_features(image)
         if self.modality == "image":
-            return self.head(fi).squeeze(-1)
+            return self.head(fi).squeeze(-1), None, None
         fc = self.clinical(clinical.to(fi.dtype))
-        if self.fusion == "concat":
-            return self.head(torch.cat([fi, fc], dim=1)).squeeze(-1)
         if self.fusion == "late":
-            logits = torch.cat([self.image_head(fi), self.clinical_head(fc)], dim=1)
-            return (logits * self.late_weights).sum(1) + self.late_bias
-        hi, hc = self.image_proj(fi), self.clinical_proj(fc)
-        g = torch.sigmoid(self.gate(torch.cat([hi, hc], dim=1)))
-        return self.head(g * hi + (1 - g) * hc).squeeze(-1)
+            li, lc = self.image_head(fi), self.clinical_head(fc)
+            fused = (torch.cat([li, lc], dim=1) * self.late_weights).sum(1) + self.late_bias
+            return fused, li.squeeze(-1), lc.squeeze(-1)
+        if self.fusion == "concat":
+            fused = self.head(torch.cat([self.image_proj(fi), fc], dim=1)).squeeze(-1)
+        else:
+            hi, hc = self.image_proj(fi), self.clinical_proj(fc)
+            g = torch.sigmoid(self.gate(torch.cat([hi, hc], dim=1)))
+            fused = self.head(g * hi + (1 - g) * hc).squeeze(-1)
+        return (fused, self.aux_image_head(fi).squeeze(-1),
+                self.aux_clinical_head(fc).squeeze(-1))

@@ -39,12 +39,15 @@ class Profile:
     patience: int = 8               #: early stopping on inner-validation AUC (ours)
     batch_size: int = 32
     lr_encoder: float = 1e-4        #: AdamW learning rate of the pretrained encoder (ours)
-    lr_head: float = 1e-3           #: AdamW learning rate of the clinical branch and heads (ours)
+    lr_head: float = 3e-3           #: AdamW learning rate of the clinical branch and heads (ours)
     weight_decay: float = 1e-2
     warmup_epochs: int = 2
     clinical_hidden: int = 32
     head_hidden: int = 64
     dropout: float = 0.3
+    #: weight of the unimodal auxiliary losses of a multimodal model (deep supervision: each
+    #: branch also predicts alone, so the clinical branch learns even when the image dominates)
+    aux_weight: float = 0.5
     inner_val_fraction: float = 0.2
     augment: bool = True
     n_boot: int = 2000
@@ -60,7 +63,7 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
-        name="smoke", folds=2, image_size=32, encoder="resnet10t",
+        name="smoke", folds=2, image_size=64, encoder="resnet10t",
         encoders=("resnet10t", "efficientnet_lite0"), pretrained="none",
         epochs=2, patience=2, batch_size=16, warmup_epochs=0, n_boot=200,
         clinical_epochs=20, clinical_hidden=8, head_hidden=16, cam_examples=1,
@@ -68,8 +71,8 @@ PROFILES: dict[str, Profile] = {
     "quick": Profile(
         name="quick", folds=5, image_size=96, encoder="efficientnet_lite0",
         encoders=("efficientnet_lite0", "resnet18"), pretrained="if_cached",
-        freeze_fraction=0.5, epochs=12, patience=4, batch_size=32, warmup_epochs=1,
-        n_boot=1000, clinical_epochs=150,
+        freeze_fraction=0.5, epochs=20, patience=6, batch_size=32, warmup_epochs=1,
+        lr_head=1e-2, aux_weight=1.0, n_boot=1000, clinical_epochs=150,
     ),
     "paper": Profile(name="paper"),
 }

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 #: Profile settings that change a run's result (the others only change reporting).
 TRAINING_SETTINGS = ("image_size", "use_roi", "roi_margin", "freeze_fraction", "epochs", "patience",
                      "batch_size", "lr_encoder", "lr_head", "weight_decay", "warmup_epochs",
-                     "clinical_hidden", "head_hidden", "dropout", "inner_val_fraction",
+                     "clinical_hidden", "head_hidden", "dropout", "aux_weight", "inner_val_fraction",
                      "augment", "clinical_epochs")
 
 

@@ -199,6 +199,97 @@ def predict(model: PhyllodesNet, images: torch.Tensor | None, clinical: torch.Te
     return torch.cat(out).numpy() if out else np.zeros(0)
 
 
+class Trainer:
+    """One run's model, optimiser, schedule, sampler and device tensors.
+
+    :meth:`epoch` is the training hot path (also what :mod:`phyllodes.bench` measures): it
+    draws the epoch's class-aware sample once, then per batch slices the uint8 images on the
+    device, converts and augments them as one tensor, and steps the model.
+    """
+
+    def __init__(self, cohort: Cohort, parts: dict, spec: RunSpec, profile: Profile,
+                 image_set: ImageSet | None, device: str = "cpu",
+                 encoder_weights: str | None = None):
+        self.spec, self.profile, self.device = spec, profile, device
+        self.seed = seed = run_seed(spec)
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        if profile.num_threads:
+            torch.set_num_threads(profile.num_threads)
+        self.encoder = ClinicalEncoder(cohort).fit(parts["train"])
+        self.x_clin = torch.as_tensor(self.encoder.transform_images(cohort.images), device=device)
+        self.y_all = torch.tensor(cohort.images["y"].to_numpy(copy=True), dtype=torch.float32,
+                                  device=device)
+        self.uses_images = spec.modality != "clinical"
+        self.x_img = None
+        if self.uses_images:
+            if image_set is None:
+                raise ValueError(f"a {spec.modality} run needs the cohort's images")
+            self.x_img = image_set.images.to(device)
+            if device.startswith("cuda"):
+                self.x_img = self.x_img.contiguous(memory_format=torch.channels_last)
+        model = build_model(spec, profile, self.x_clin.shape[1], encoder_weights).to(device)
+        if device.startswith("cuda") and self.uses_images:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.rows = {k: torch.as_tensor(_rows(cohort, v), device=device) for k, v in parts.items()}
+        y_train = cohort.images["y"].to_numpy()[self.rows["train"].cpu().numpy()]
+        self.sampler = class_aware_sampler(y_train, seed)
+        is_clin = spec.modality == "clinical"
+        self.epochs = profile.clinical_epochs if is_clin else profile.epochs
+        self.patience = max(profile.patience, self.epochs // 5) if is_clin else profile.patience
+        self.batch_size = profile.batch_size
+        self.steps_per_epoch = max(1, len(y_train) // self.batch_size)  # drop last partial batch
+        groups = [{"params": model.head_parameters(), "lr": profile.lr_head}]
+        if model.encoder is not None:
+            groups.append({"params": model.encoder_parameters(), "lr": profile.lr_encoder})
+        self.opt = torch.optim.AdamW(groups, weight_decay=profile.weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, warmup_cosine(self.epochs * self.steps_per_epoch,
+                                    profile.warmup_epochs * self.steps_per_epoch))
+        self.loss_fn = torch.nn.BCEWithLogitsLoss()
+        self.gen = torch.Generator(device=device).manual_seed(seed)
+        self.amp = device.startswith("cuda")
+        self.aux_weight = profile.aux_weight if spec.modality == "multimodal" else 0.0
+
+    def batch(self, b: torch.Tensor) -> torch.Tensor | None:
+        """Images of rows ``b`` as augmented floats in [0, 1] (None for clinical-only)."""
+        if not self.uses_images:
+            return None
+        xb = to_float(self.x_img[b])
+        return augment(xb, self.gen) if self.profile.augment else xb
+
+    def step(self, xb: torch.Tensor | None, b: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+            fused, aux_i, aux_c = self.model.forward_parts(xb, self.x_clin[b])
+            y = self.y_all[b]
+            loss = self.loss_fn(fused.float(), y)
+            if self.aux_weight > 0 and aux_i is not None:
+                loss = loss + self.aux_weight * (self.loss_fn(aux_i.float(), y)
+                                                 + self.loss_fn(aux_c.float(), y))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.sched.step()
+        return loss.detach()
+
+    def epoch(self, max_steps: int | None = None) -> float:
+        """One epoch of class-aware batches; returns the mean training loss."""
+        self.model.train()
+        order = self.rows["train"][torch.as_tensor(list(self.sampler), device=self.device)]
+        total = torch.zeros((), device=self.device)
+        bs = self.batch_size
+        n = self.steps_per_epoch if max_steps is None else min(max_steps, self.steps_per_epoch)
+        for s in range(n):
+            b = order[s * bs:(s + 1) * bs]
+            total += self.step(self.batch(b), b)
+        return float(total) / n
+
+    def predict(self, split: str) -> np.ndarray:
+        return predict(self.model, self.x_img, self.x_clin, self.rows[split], self.batch_size,
+                       self.device)
+
+
 def train_neural(cohort: Cohort, parts: dict, spec: RunSpec, profile: Profile,
                  image_set: ImageSet | None, device: str = "cpu",
                  encoder_weights: str | None = None, progress: bool = True) -> RunOutput:
@@ -206,94 +297,40 @@ def train_neural(cohort: Cohort, parts: dict, spec: RunSpec, profile: Profile,
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
-    seed = run_seed(spec)
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    if profile.num_threads:
-        torch.set_num_threads(profile.num_threads)
-    enc = ClinicalEncoder(cohort).fit(parts["train"])
-    x_clin = torch.as_tensor(enc.transform_images(cohort.images), device=device)
-    y_all = torch.tensor(cohort.images["y"].to_numpy(copy=True), dtype=torch.float32, device=device)
-    uses_images = spec.modality != "clinical"
-    x_img = None
-    if uses_images:
-        if image_set is None:
-            raise ValueError(f"a {spec.modality} run needs the cohort's images")
-        x_img = image_set.images.to(device)
-        if device.startswith("cuda"):
-            x_img = x_img.contiguous(memory_format=torch.channels_last)
-    model = build_model(spec, profile, x_clin.shape[1], encoder_weights).to(device)
-    if device.startswith("cuda") and uses_images:
-        model = model.to(memory_format=torch.channels_last)
-
-    rows = {k: torch.as_tensor(_rows(cohort, v), device=device) for k, v in parts.items()}
-    y_train = cohort.images["y"].to_numpy()[rows["train"].cpu().numpy()]
-    sampler = class_aware_sampler(y_train, seed)
-    is_clin = spec.modality == "clinical"
-    epochs = profile.clinical_epochs if is_clin else profile.epochs
-    patience = max(profile.patience, epochs // 5) if is_clin else profile.patience
-    bs = profile.batch_size
-    steps_per_epoch = max(1, len(y_train) // bs)  # drop the last partial batch
-    groups = [{"params": model.head_parameters(), "lr": profile.lr_head}]
-    if model.encoder is not None:
-        groups.append({"params": model.encoder_parameters(), "lr": profile.lr_encoder})
-    opt = torch.optim.AdamW(groups, weight_decay=profile.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, warmup_cosine(epochs * steps_per_epoch, profile.warmup_epochs * steps_per_epoch))
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-    gen = torch.Generator(device=device).manual_seed(seed)
-    amp = device.startswith("cuda")
-
-    val_rows_np = rows["val"].cpu().numpy()
-    val_subj = cohort.images["subject_id"].to_numpy()[val_rows_np]
-    val_y = cohort.images["y"].to_numpy()[val_rows_np]
+    tr = Trainer(cohort, parts, spec, profile, image_set, device, encoder_weights)
+    val_rows = tr.rows["val"].cpu().numpy()
+    val_subj = cohort.images["subject_id"].to_numpy()[val_rows]
+    val_y = cohort.images["y"].to_numpy()[val_rows]
     best = (-np.inf, np.inf)
     best_state, best_epoch, since_best, history = None, -1, 0, []
-    bar = tqdm(range(epochs), desc=spec.label + f" · fold {spec.fold}", leave=False,
+    bar = tqdm(range(tr.epochs), desc=spec.label + f" · fold {spec.fold}", leave=False,
                disable=not progress)
     for epoch in bar:
-        model.train()
-        order = rows["train"][torch.as_tensor(list(sampler), device=device)]
-        total = torch.zeros((), device=device)
-        for s in range(steps_per_epoch):
-            b = order[s * bs:(s + 1) * bs]
-            xb = None
-            if uses_images:
-                xb = to_float(x_img[b])
-                if profile.augment:
-                    xb = augment(xb, gen)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-                logit = model(xb, x_clin[b])
-                loss = loss_fn(logit.float(), y_all[b])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.detach()
-        p_val = predict(model, x_img, x_clin, rows["val"], bs, device)
+        train_loss = tr.epoch()
+        p_val = tr.predict("val")
         val_auc = subject_auc(val_subj, val_y, p_val)
         val_loss = float(torch.nn.functional.binary_cross_entropy(
-            torch.as_tensor(p_val).clamp(1e-6, 1 - 1e-6), torch.as_tensor(val_y, dtype=torch.float32)))
-        history.append({"epoch": epoch, "train_loss": float(total) / steps_per_epoch,
-                        "val_auc": val_auc, "val_loss": val_loss})
-        score = (val_auc if not np.isnan(val_auc) else -val_loss, -val_loss)
-        if score[0] > best[0] or (score[0] == best[0] and -score[1] < best[1]):
-            best = (score[0], -score[1])
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            torch.as_tensor(p_val).clamp(1e-6, 1 - 1e-6),
+            torch.as_tensor(val_y, dtype=torch.float32)))
+        history.append({"epoch": epoch, "train_loss": train_loss, "val_auc": val_auc,
+                        "val_loss": val_loss})
+        score = val_auc if not np.isnan(val_auc) else -val_loss
+        if score > best[0] or (score == best[0] and val_loss < best[1]):
+            best = (score, val_loss)
+            best_state = copy.deepcopy({k: v.detach().cpu()
+                                        for k, v in tr.model.state_dict().items()})
             best_epoch, since_best = epoch, 0
         else:
             since_best += 1
         bar.set_postfix(val_auc=f"{val_auc:.3f}", best=best_epoch)
-        if since_best >= patience:
+        if since_best >= tr.patience:
             break
-    model.load_state_dict(best_state)
-    preds = []
-    for split in ("val", "test"):
-        p = predict(model, x_img, x_clin, rows[split], bs, device)
-        preds.append(_predictions(cohort, rows[split].cpu().numpy(), p, split, spec.fold))
+    tr.model.load_state_dict(best_state)
+    preds = [_predictions(cohort, tr.rows[split].cpu().numpy(), tr.predict(split), split,
+                          spec.fold) for split in ("val", "test")]
     return RunOutput(pd.concat(preds, ignore_index=True), history, best_state, best_epoch,
                      time.perf_counter() - t0,
-                     extra={"clinical_encoder": enc, "n_clinical": int(x_clin.shape[1])})
+                     extra={"clinical_encoder": tr.encoder, "n_clinical": int(tr.x_clin.shape[1])})
 
 
 def train_run(cohort: Cohort, splits: pd.DataFrame, spec: RunSpec, profile: Profile,
