@@ -149,3 +149,27 @@ def modality_table(table: pd.DataFrame, labels: dict[str, str], cohort_name: str
     out = pd.DataFrame(rows)
     out["note"] = comparison_note(cohort_name)
     return out
+
+
+TABLE2_METRICS = {"auc": "AUC-ROC", "f1": "F1", "accuracy": "accuracy", "ppv": "precision",
+                  "sensitivity": "recall (sensitivity)", "specificity": "specificity"}
+
+
+def encoder_table(table: pd.DataFrame, encoders: dict[str, str], cohort_name: str,
+                  paper: dict[str, dict[str, float]], by: str = "model_label") -> pd.DataFrame:
+    """Table 2: per encoder, metrics as fold mean ± SD and pooled [95% CI], paper values beside."""
+    from .reported import comparison_note
+    t = table.set_index(by)
+    rows = []
+    for enc, lab in encoders.items():
+        r = t.loc[lab]
+        row = {"encoder": enc, "model": lab}
+        for m, name in TABLE2_METRICS.items():
+            row[f"{name} (fold mean ± SD)"] = r[m]
+            row[f"{name} (pooled, 95% CI)"] = r[f"{m}_pooled"]
+        row["paper AUC"] = paper.get(enc, {}).get("auc", np.nan)
+        row["paper F1"] = paper.get(enc, {}).get("f1", np.nan)
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    out["note"] = comparison_note(cohort_name)
+    return out

@@ -126,3 +126,42 @@ def test_notebook03_records_modality_comparison(smoke_run):
     assert len(tests) == 2 and tests["delong_p"].between(0, 1).all()
     for ext in ("png", "pdf"):
         assert (out / "figures" / "breast-lesions-usg" / f"fig2_roc_modalities.{ext}").exists()
+
+
+@pytest.mark.slow
+def test_notebook04_records_encoders_calibration_and_utility(smoke_run):
+    out, _ = smoke_run
+    rec = _record(out, "breast-lesions-usg", "nb04_encoder_comparison")
+    assert rec["encoders"] == ["resnet10t", "efficientnet_lite0"]
+    for e, (lo, hi) in rec["encoder_auc_ci"].items():
+        assert lo <= rec["encoder_auc"][e] <= hi
+    assert len(rec["delong_p"]) == 1 and 0 <= next(iter(rec["delong_p"].values())) <= 1
+    cal = pd.DataFrame(rec["calibration"])
+    assert len(cal) == 6  # three modalities, raw and recalibrated
+    assert cal["brier"].between(0, 1).all()
+    for m, (lo, hi) in rec["spared_ci"].items():
+        assert 0 <= lo <= rec["spared"][m] <= hi <= 1
+    t2 = pd.read_csv(out / "tables" / "breast-lesions-usg" / "table2_encoder_comparison.csv")
+    assert t2["encoder"].tolist() == ["resnet10t", "efficientnet_lite0"]
+    assert {"AUC-ROC (pooled, 95% CI)", "precision (pooled, 95% CI)", "paper AUC"} <= set(t2.columns)
+    for stem in ("fig4_encoder_forest", "fig5_calibration", "fig6_decision_curves"):
+        assert (out / "figures" / "breast-lesions-usg" / f"{stem}.png").exists()
+
+
+@pytest.mark.slow
+def test_notebook05_records_explanations(smoke_run):
+    out, _ = smoke_run
+    rec = _record(out, "breast-lesions-usg", "nb05_explainability")
+    assert rec["n_test_images"] == 252 and rec["n_folds"] == 2
+    assert rec["cam_shape"] == [252, 64, 64]
+    assert rec["shapley_sum_error"] < 1e-6  # efficiency: phi_img + phi_clin = f(I,C) - f(B)
+    lo, hi = rec["image_share_ci"]
+    assert 0 <= lo <= rec["image_share"] <= hi <= 1
+    val = pd.DataFrame(rec["cam_validation"])
+    assert set(val["method"]) == {"Grad-CAM++", "Score-CAM"}
+    allrow = val[(val["method"] == "Grad-CAM++") & (val["group"] == "all")].iloc[0]
+    assert allrow["n"] == 252 and 0 < allrow["chance_energy"] < 1
+    assert rec["top_clinical_feature"] is not None
+    assert rec["paper_image_share"] == 0.63
+    for stem in ("fig3_scorecam", "fig7_modality_share", "fig8_clinical_importance"):
+        assert (out / "figures" / "breast-lesions-usg" / f"{stem}.png").exists()
