@@ -49,7 +49,14 @@ fi
 
 case "$mode" in
   setup) echo "run_all.sh: environment ready ($PY)"; exit 0 ;;
-  tests) exec "$PY" -m pytest -q tests ;;
+  tests)
+    test_stamp=$(sha256sum requirements-test.txt | cut -c1-16)
+    if [ "$PY" = ".venv/bin/python" ] && [ "$(cat .venv/.phyllodes-test-installed 2>/dev/null)" != "$test_stamp" ]; then
+      echo "run_all.sh: installing the test extras of requirements-test.txt (first run only)"
+      "$PY" -m pip install --quiet -r requirements-test.txt
+      echo "$test_stamp" > .venv/.phyllodes-test-installed
+    fi
+    exec "$PY" -m pytest -q tests ;;
 esac
 
 if [ -z "$profile" ]; then

@@ -68,11 +68,10 @@ def dispatch(args) -> int:
         folds = range(p.folds) if args.folds == "all" else [int(f) for f in args.folds.split(",")]
         seeds = [int(s) for s in args.seeds.split(",")]
         specs = grid_specs(mods, models, fusions, folds, seeds)
-        opts = {}
-        if args.executor == "ray":
-            opts = {"address": args.address, "max_retries": args.max_retries}
+        opts = {"max_retries": args.max_retries} if args.executor == "ray" else {}
         dirs = run_grid(study, specs, overwrite=args.overwrite,
-                        encoder_weights=args.encoder_weights, executor=args.executor, **opts)
+                        encoder_weights=args.encoder_weights, executor=args.executor,
+                        address=args.address, **opts)
         for d in dirs:
             print(d)
         return 0

@@ -155,12 +155,20 @@ def grid_specs(modalities: Iterable[str], models: dict[str, Iterable[str]],
 
 def run_grid(study: Study, specs: list[RunSpec], overwrite: bool = False,
              encoder_weights: str | None = None, progress: bool = True,
-             executor: str = "local", **executor_options) -> list[Path]:
-    """Execute every run of the grid (finished runs are skipped); return their folders."""
-    if executor != "local":
+             executor: str = "local", address: str | None = None,
+             **executor_options) -> list[Path]:
+    """Execute every run of the grid (finished runs are skipped); return their folders.
+
+    ``executor``: 'local' (sequential, in this process) or 'ray' (one Ray task per run, on the
+    cluster at ``address`` or a local Ray instance; see :mod:`phyllodes.distributed`).
+    """
+    if executor not in ("local", "ray"):
+        raise ValueError(f"executor must be 'local' or 'ray', got '{executor}'")
+    if executor == "ray":
         from . import distributed
         return distributed.run_grid(study, specs, executor=executor, overwrite=overwrite,
-                                    encoder_weights=encoder_weights, **executor_options)
+                                    encoder_weights=encoder_weights, address=address,
+                                    **executor_options)
     from tqdm.auto import tqdm
     out = []
     for spec in tqdm(specs, desc="runs", disable=not progress):

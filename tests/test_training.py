@@ -166,3 +166,16 @@ def test_run_folder_contents(study):
                        clinical_epochs=7)
     d2 = execute_run(other, RunSpec("clinical", "mlp", fold=0), progress=False)
     assert d2 != d
+
+
+def test_command_line_run_and_grid(synthetic_cohort_dir, tmp_path, capsys):
+    from phyllodes.__main__ import main
+    args = ["--profile", "smoke", "--cohort", str(synthetic_cohort_dir), "--device", "cpu",
+            "--output", str(tmp_path)]
+    assert main(["run", *args, "--modality", "clinical", "--model", "logreg", "--fold", "1"]) == 0
+    first = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "clinical-logreg-f1-s0-" in first
+    assert main(["grid", *args, "--modalities", "clinical", "--clinical-models", "logreg,mlp",
+                 "--folds", "0,1"]) == 0
+    listed = [line for line in capsys.readouterr().out.splitlines() if "/runs/" in line]
+    assert len(listed) == 4 and first in listed  # the finished run is reused

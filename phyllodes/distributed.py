@@ -1,0 +1,159 @@
+"""Spread a grid of runs over a Ray cluster (``executor="ray"``), losing nothing when a worker dies.
+
+Each run is one Ray task asking for one GPU when the cluster has GPUs, else ``cpus_per_run``
+CPUs. The task rebuilds the study from its files (cohort folder, splits file, profile) and
+calls :func:`phyllodes.runs.execute_run`, which writes the run's folder under the shared
+output root — the same files the local executor writes, so the notebooks' tables read them
+whichever executor ran them. Finished runs are found before anything is submitted and never
+recomputed. A run that raises, or whose worker process dies, is retried up to
+``max_retries`` times by Ray; a run still failing is reported with its error in
+:class:`GridError` after every other run has finished, so resubmitting the grid only redoes
+what failed.
+
+Ray is optional: ``pip install -e '.[ray]'`` (or ``pip install "ray[default]"``). On a cluster,
+pass its address (``ray://head:10001`` or ``auto`` on a node of the cluster) and an output
+folder on storage every node sees.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import paths
+from .study import Study
+from .training import RunSpec
+
+log = logging.getLogger(__name__)
+
+
+class GridError(RuntimeError):
+    """Some runs failed after their retries; ``failures`` maps run label to error text."""
+
+    def __init__(self, failures: dict[str, str], finished: list[Path]):
+        self.failures, self.finished = failures, finished
+        lines = "\n".join(f"  - {k}: {v}" for k, v in failures.items())
+        super().__init__(f"{len(failures)} run(s) failed after retries ({len(finished)} "
+                         f"finished and kept; resubmit the grid to redo only the failed):\n{lines}")
+
+
+@dataclass(frozen=True)
+class StudyFiles:
+    """What a worker needs to rebuild a Study: all paths and plain settings."""
+
+    profile: object
+    cohort_root: str
+    splits_path: str
+    output_root: str
+    device: str
+    seed: int
+
+    @classmethod
+    def of(cls, study: Study) -> "StudyFiles":
+        return cls(study.profile, str(study.cohort.root), str(Path(study.splits_path).resolve()),
+                   str(paths.output_root()), study.device, study.seed)
+
+    def open(self, device: str | None = None) -> Study:
+        from .cohort import load_cohort
+        from .splits import load_splits
+        os.environ["PHYLLODES_OUTPUT"] = self.output_root
+        cohort = load_cohort(self.cohort_root, check_images=False)
+        splits = load_splits(self.splits_path, cohort)
+        return Study(self.profile, cohort, splits, Path(self.splits_path),
+                     device or self.device, self.seed)
+
+
+@dataclass(frozen=True)
+class FailOnce:
+    """Fault injection for tests and drills: the first attempt of run ``label`` (fold ``fold``)
+    raises (``mode='raise'``) or kills its worker process (``mode='kill'``); a marker file
+    records that it happened."""
+
+    label: str
+    fold: int
+    marker: str
+    mode: str = "raise"
+
+    def __call__(self, spec: RunSpec) -> None:
+        if spec.label != self.label or spec.fold != self.fold or Path(self.marker).exists():
+            return
+        Path(self.marker).write_text(self.mode)
+        if self.mode == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise RuntimeError(f"injected failure of {spec.label} fold {spec.fold}")
+
+
+def _run_task(files: StudyFiles, spec: RunSpec, overwrite: bool, encoder_weights: str | None,
+              threads: int, fault=None) -> str:
+    import torch
+
+    from .runs import execute_run
+    if threads:
+        torch.set_num_threads(threads)
+    gpu = bool(os.environ.get("CUDA_VISIBLE_DEVICES")) and torch.cuda.is_available()
+    study = files.open("cuda" if gpu else "cpu")
+    return str(execute_run(study, spec, overwrite, encoder_weights, progress=False,
+                           before_write=fault))
+
+
+def run_grid(study: Study, specs: list[RunSpec], executor: str = "ray", overwrite: bool = False,
+             encoder_weights: str | None = None, address: str | None = None,
+             max_retries: int = 2, cpus_per_run: int = 1, num_cpus: int | None = None,
+             fault=None) -> list[Path]:
+    """Execute the grid's runs as Ray tasks; return their folders in the order of ``specs``."""
+    if executor != "ray":
+        raise ValueError(f"unknown executor '{executor}'; use 'local' or 'ray'")
+    try:
+        import ray
+    except ImportError:
+        raise ImportError("executor='ray' needs Ray: pip install 'ray[default]' (or the "
+                          "project's extra: pip install -e '.[ray]')") from None
+    from .images import image_tensor
+    from .runs import is_finished, needs_images, run_config, run_id
+
+    if not ray.is_initialized():
+        ray.init(address=address, num_cpus=num_cpus if address is None else None,
+                 include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+    gpus = ray.cluster_resources().get("GPU", 0)
+    resources = {"num_gpus": 1, "num_cpus": cpus_per_run} if gpus else {"num_cpus": cpus_per_run}
+    task = ray.remote(max_retries=max_retries, retry_exceptions=True, **resources)(_run_task)
+    files = StudyFiles.of(study)
+    prof = study.profile
+    image_key = None
+    out: dict[int, Path] = {}
+    pending = {}
+    for i, spec in enumerate(specs):
+        if needs_images(spec) and image_key is None:
+            image_key = image_tensor(study.cohort, prof.image_size, prof.use_roi,
+                                     prof.roi_margin).key  # decode once, on the driver
+        cfg = run_config(study, spec, image_key if needs_images(spec) else None, encoder_weights)
+        d = paths.runs_dir(study.name) / run_id(cfg)
+        if is_finished(d) and not overwrite:
+            out[i] = d
+            continue
+        threads = prof.num_threads or cpus_per_run
+        pending[task.remote(files, spec, overwrite, encoder_weights, threads, fault)] = (i, spec)
+    log.info("ray: %d run(s) finished already, %d submitted", len(out), len(pending))
+    failures: dict[str, str] = {}
+    remaining = list(pending)
+    while remaining:
+        done, remaining = ray.wait(remaining, num_returns=1)
+        i, spec = pending[done[0]]
+        try:
+            out[i] = Path(ray.get(done[0]))
+        except Exception as e:  # RayTaskError, WorkerCrashedError, ...
+            first = str(e).strip().splitlines()
+            failures[f"{spec.label} fold {spec.fold} seed {spec.seed}"] = (
+                f"{type(e).__name__}: {first[-1] if first else ''}")
+    if failures:
+        raise GridError(failures, [out[i] for i in sorted(out)])
+    return [out[i] for i in range(len(specs))]
+
+
+def shutdown() -> None:
+    import ray
+    if ray.is_initialized():
+        ray.shutdown()
