@@ -117,13 +117,14 @@ def test_notebook03_records_modality_comparison(smoke_run):
     # the runs shared with notebook 02 were reused, not retrained
     rec2 = _record(out, "breast-lesions-usg", "nb02_unimodal_baselines")
     shared = set(rec["runs"]) & set(rec2["runs"])
-    assert len(shared) == 4  # clinical MLP and image model, two folds each
+    assert len(shared) == 10  # four clinical models and the image model, two folds each
     t3 = pd.read_csv(out / "tables" / "breast-lesions-usg" / "table3_modality_comparison.csv")
     assert t3["modality"].tolist() == ["clinical", "image", "multimodal"]
     assert t3["paper AUC (MGH phyllodes)"].tolist() == [0.7846, 0.8919, 0.9427]
     assert t3["note"].str.contains("not the paper's").all()
     tests = pd.read_csv(out / "tables" / "breast-lesions-usg" / "table3b_modality_tests.csv")
-    assert len(tests) == 2 and tests["delong_p"].between(0, 1).all()
+    assert len(tests) == 5 and tests["delong_p"].between(0, 1).all()  # vs each single model
+    assert "clinical · logreg" in rec["verdict"]
     for ext in ("png", "pdf"):
         assert (out / "figures" / "breast-lesions-usg" / f"fig2_roc_modalities.{ext}").exists()
 
