@@ -55,6 +55,7 @@ class Profile:
     cam_examples: int = 2           #: CAM overlays per outcome (TP/TN/FP/FN)
     sensitivity_target: float = 0.95
     num_threads: int = 0            #: torch CPU threads; 0 = torch's default
+    compile: bool = False           #: torch.compile the training forward (GPU; first epoch slower)
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

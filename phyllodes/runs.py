@@ -56,6 +56,8 @@ def run_config(study: Study, spec: RunSpec, image_key: str | None,
                   "augment"):
             settings.pop(k)
     settings["pretrained"] = uses_pretrained(spec, study.profile)
+    if prof["compile"]:  # only when on, so that turning it on never renames existing runs
+        settings["compile"] = True
     return {
         "spec": spec.to_dict(),
         "settings": settings,

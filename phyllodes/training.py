@@ -232,6 +232,9 @@ class Trainer:
         if device.startswith("cuda") and self.uses_images:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
+        # the compiled module shares the parameters; state_dict() stays that of ``model``
+        self.forward = torch.compile(model.forward_parts) if profile.compile else \
+            model.forward_parts
         self.rows = {k: torch.as_tensor(_rows(cohort, v), device=device) for k, v in parts.items()}
         y_train = cohort.images["y"].to_numpy()[self.rows["train"].cpu().numpy()]
         self.sampler = class_aware_sampler(y_train, seed)
@@ -261,7 +264,7 @@ class Trainer:
 
     def step(self, xb: torch.Tensor | None, b: torch.Tensor) -> torch.Tensor:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
-            fused, aux_i, aux_c = self.model.forward_parts(xb, self.x_clin[b])
+            fused, aux_i, aux_c = self.forward(xb, self.x_clin[b])
             y = self.y_all[b]
             loss = self.loss_fn(fused.float(), y)
             if self.aux_weight > 0 and aux_i is not None:
@@ -273,10 +276,16 @@ class Trainer:
         self.sched.step()
         return loss.detach()
 
+    def epoch_indices(self) -> torch.Tensor:
+        """This epoch's class-aware draw: the sampler's own multinomial draw (the same numbers
+        ``iter(self.sampler)`` yields), kept as one tensor instead of a Python list."""
+        s = self.sampler
+        return torch.multinomial(s.weights, s.num_samples, s.replacement, generator=s.generator)
+
     def epoch(self, max_steps: int | None = None) -> float:
         """One epoch of class-aware batches; returns the mean training loss."""
         self.model.train()
-        order = self.rows["train"][torch.as_tensor(list(self.sampler), device=self.device)]
+        order = self.rows["train"][self.epoch_indices().to(self.device)]
         total = torch.zeros((), device=self.device)
         bs = self.batch_size
         n = self.steps_per_epoch if max_steps is None else min(max_steps, self.steps_per_epoch)

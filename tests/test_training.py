@@ -179,3 +179,24 @@ def test_command_line_run_and_grid(synthetic_cohort_dir, tmp_path, capsys):
                  "--folds", "0,1"]) == 0
     listed = [line for line in capsys.readouterr().out.splitlines() if "/runs/" in line]
     assert len(listed) == 4 and first in listed  # the finished run is reused
+
+
+@pytest.mark.slow
+def test_torch_compile_option_trains_the_same_model(study):
+    """profile.compile wraps the training forward in torch.compile (about a minute on a CPU)."""
+    from phyllodes.images import image_tensor
+    from phyllodes.profiles import get_profile
+    from phyllodes.runs import run_config
+    imgs = image_tensor(study.cohort, 32)
+    spec = RunSpec("multimodal", "resnet10t", "concat", fold=0, seed=0)
+    eager = train_run(study.cohort, study.splits, spec, study.profile, imgs, "cpu",
+                      progress=False)
+    compiled_profile = get_profile("smoke", image_size=32, compile=True)
+    compiled = train_run(study.cohort, study.splits, spec, compiled_profile, imgs, "cpu",
+                         progress=False)
+    np.testing.assert_allclose(compiled.predictions["prob"], eager.predictions["prob"],
+                               atol=2e-3)
+    # compile is part of the run's identity only when on
+    assert "compile" not in run_config(study, spec, imgs.key)["settings"]
+    study.profile = compiled_profile
+    assert run_config(study, spec, imgs.key)["settings"]["compile"] is True
