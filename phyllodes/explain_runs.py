@@ -46,7 +46,7 @@ def load_run_model(run_dir: Path) -> tuple[PhyllodesNet, ClinicalEncoder, dict]:
                          encoder=None if spec.modality == "clinical" else spec.model,
                          fusion=spec.fusion, pretrained=False,
                          clinical_hidden=s["clinical_hidden"], head_hidden=s["head_hidden"],
-                         dropout=s["dropout"])
+                         dropout=s["dropout"], img_size=s.get("image_size"))
     model.load_state_dict(ck["state_dict"])
     return model.eval(), ck["clinical_encoder"], cfg
 
@@ -83,9 +83,12 @@ def baselines(study: Study, fm: FoldModel, images: ImageSet) -> tuple[np.ndarray
 
 @torch.inference_mode()
 def _probs(model, x, c, batch=128) -> np.ndarray:
+    """Probabilities of images ``x`` (CPU tensor) with clinical rows ``c``, on the model's device."""
+    dev = next(model.parameters()).device
     out = []
     for i in range(0, len(x), batch):
-        out.append(torch.sigmoid(model(x[i:i + batch], torch.as_tensor(c[i:i + batch]))))
+        logit = model(x[i:i + batch].to(dev), torch.as_tensor(c[i:i + batch]).to(dev))
+        out.append(torch.sigmoid(logit.float()).cpu())
     return torch.cat(out).numpy()
 
 
@@ -98,7 +101,7 @@ def explain_folds(study: Study, folds: list[FoldModel], images: ImageSet,
     for fm in folds:
         x, c, rows = _inputs(study, fm, images, "test")
         y = study.cohort.images["y"].to_numpy()[rows]
-        prob = _probs(fm.model, x.to(study.device), c)
+        prob = _probs(fm.model, x, c)
         b_img, b_clin = baselines(study, fm, images)
         shap = explain.modality_shapley(fm.model, x, c, b_img, b_clin)
         per_img.append(pd.DataFrame({

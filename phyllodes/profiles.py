@@ -22,7 +22,6 @@ from typing import Any
 class Profile:
     name: str
     folds: int = 5
-    seeds: tuple[int, ...] = (0,)
     image_size: int = 224
     use_roi: bool = True            #: crop to the ROI box (with margin) before padding/resizing
     roi_margin: float = 0.15        #: fraction of the box size added on each side
@@ -87,7 +86,7 @@ def get_profile(name: str, **overrides: Any) -> Profile:
     unknown = set(overrides) - set(Profile.__dataclass_fields__)
     if unknown:
         raise ValueError(f"unknown profile setting(s) {sorted(unknown)}")
-    for k in ("seeds", "encoders", "fusions"):
+    for k in ("encoders", "fusions"):
         if k in overrides and isinstance(overrides[k], (list, str)):
             v = overrides[k]
             overrides[k] = tuple([v] if isinstance(v, str) else v)

@@ -180,7 +180,7 @@ def build_model(spec: RunSpec, profile: Profile, n_clinical: int,
         fusion=spec.fusion, pretrained=uses_pretrained(spec, profile),
         encoder_weights=encoder_weights, clinical_hidden=profile.clinical_hidden,
         head_hidden=profile.head_hidden, dropout=profile.dropout,
-        freeze_fraction=profile.freeze_fraction)
+        freeze_fraction=profile.freeze_fraction, img_size=profile.image_size)
 
 
 @torch.inference_mode()

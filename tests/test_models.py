@@ -91,3 +91,14 @@ def test_freeze_fraction_freezes_early_layers_and_keeps_their_batchnorm_stats():
     assert m.encoder.layer4[-1].bn1.training
     assert all(p.requires_grad for p in m.encoder_parameters())
     assert freeze_encoder_fraction(m.encoder, 0) == 0
+
+
+@pytest.mark.parametrize("encoder", ["vit_tiny_patch16_224", "swin_tiny_patch4_window7_224"])
+def test_transformer_encoders_take_the_profile_image_size(encoder):
+    size = 64 if encoder.startswith("vit") else 112  # Swin needs multiples of 32 * window
+    m = PhyllodesNet("multimodal", n_clinical=3, encoder=encoder, pretrained=False,
+                     img_size=size)
+    assert m(torch.rand(2, 1, size, size), torch.randn(2, 3)).shape == (2,)
+    # a convolutional encoder ignores the size argument
+    r = PhyllodesNet("image", encoder="resnet10t", pretrained=False, img_size=size)
+    assert r(torch.rand(2, 1, size, size)).shape == (2,)
