@@ -137,9 +137,16 @@ def explain_folds(study: Study, folds: list[FoldModel], images: ImageSet,
 
 
 def validation_tables(study: Study, result: dict, images: ImageSet) -> pd.DataFrame:
-    """Map validation for Grad-CAM++ (all test images) and Score-CAM (its subset)."""
+    """Map validation for Grad-CAM++ (all test images) and Score-CAM (its subset).
+
+    A cohort without lesion masks (no ``mask_path`` column) gets one row per method saying so.
+    """
     if images.masks is None:
-        raise ValueError(f"cohort {study.name} has no lesion masks: CAMs cannot be validated")
+        return pd.DataFrame([{"method": name, "group": "all", "n": int(len(rows)),
+                              "note": f"cohort {study.name} has no lesion masks (mask_path): "
+                                      "the maps cannot be validated"}
+                             for name, rows in (("Grad-CAM++", result["cam_rows"]),
+                                                ("Score-CAM", result["scorecam_rows"]))])
     correct = result["per_image"].set_index("row")["correct"]
     frames = []
     for name, cams, rows in (("Grad-CAM++", result["cams_gradcampp"], result["cam_rows"]),

@@ -166,3 +166,32 @@ def test_notebook05_records_explanations(smoke_run):
     assert rec["paper_image_share"] == 0.63
     for stem in ("fig3_scorecam", "fig7_modality_share", "fig8_clinical_importance"):
         assert (out / "figures" / "breast-lesions-usg" / f"{stem}.png").exists()
+
+
+@pytest.mark.slow
+def test_all_notebooks_on_a_hospital_schema_cohort_without_masks_or_roi(tmp_path):
+    """The private-cohort path: borderline labels, several images per subject, missing values,
+    no ROI boxes and no lesion masks."""
+    from phyllodes.synthetic import make_synthetic_cohort
+    src = make_synthetic_cohort(tmp_path / "full", n_subjects=40, seed=1, image_size=64,
+                                name="hospital-demo")
+    dst = tmp_path / "hospital-demo"
+    dst.mkdir()
+    df = pd.read_csv(src / "cohort.csv", dtype=str, keep_default_na=False)
+    df.drop(columns=["mask_path", "roi_x0", "roi_y0", "roi_x1", "roi_y1"]).to_csv(
+        dst / "cohort.csv", index=False)
+    (dst / "cohort.yaml").write_text((src / "cohort.yaml").read_text())
+    import shutil
+    shutil.copytree(src / "images", dst / "images")
+    out = tmp_path / "out"
+    done = run_notebooks("smoke", str(dst), "cpu", 0, out)
+    assert len(done) == len(NOTEBOOKS)
+    rec1 = _record(out, "hospital-demo", "nb01_data_curation")
+    assert rec1["n_subjects"] == 40 and rec1["labels"]["borderline"] == 10
+    assert rec1["n_images"] > 40
+    rec3 = _record(out, "hospital-demo", "nb03_multimodal_training")
+    assert set(rec3["modality_auc"]) == {"clinical", "image", "multimodal"}
+    rec5 = _record(out, "hospital-demo", "nb05_explainability")
+    assert rec5["n_test_images"] == rec1["n_images"]
+    assert all("no lesion masks" in v["note"] for v in rec5["cam_validation"])
+    assert not (paths.ROOT / "tables" / "hospital-demo").exists()  # outputs went to `out`
