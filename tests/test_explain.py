@@ -46,7 +46,7 @@ def make_net(encoder: str, modality: str = "multimodal", fusion: str = "concat",
     if not timm_kwargs:
         return PhyllodesNet(modality, N_CLIN, encoder, fusion, pretrained=False)
 
-    def create(name, pretrained=True, weights=None):
+    def create(name, pretrained=True, weights=None, img_size=None):
         return timm.create_model(name, pretrained=False, num_classes=0, **timm_kwargs)
 
     with mock.patch.object(models, "create_encoder", create):
