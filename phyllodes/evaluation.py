@@ -76,6 +76,16 @@ def plot_reliability(subj: pd.DataFrame, by: str = "model_label", column: str = 
     return fig or ax.figure
 
 
+def plot_reliability_pair(subj: pd.DataFrame, by: str = "model_label") -> plt.Figure:
+    """Reliability diagrams side by side: as trained, and recalibrated on inner validation."""
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 4.6))
+    plot_reliability(subj, by, column="prob", ax=axes[0], title="as trained")
+    plot_reliability(subj, by, column="prob_recal", ax=axes[1],
+                     title="recalibrated on inner validation")
+    fig.tight_layout()
+    return fig
+
+
 def decision_curves(subj: pd.DataFrame, by: str = "model_label", column: str = "prob_recal",
                     thresholds: np.ndarray | None = None) -> pd.DataFrame:
     """Net benefit of each model against excise-all and excise-none, pooled test subjects."""

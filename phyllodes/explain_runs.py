@@ -67,8 +67,9 @@ def fold_models(study: Study, run_dirs: list[Path]) -> list[FoldModel]:
     return sorted(out, key=lambda f: f.fold)
 
 
-def _inputs(study: Study, fm: FoldModel, images: ImageSet, split: str
-            ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+def fold_inputs(study: Study, fm: FoldModel, images: ImageSet, split: str
+                ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """Images (float, [0, 1]), preprocessed clinical rows and cohort rows of a fold's split."""
     rows = fm.rows[split]
     x = to_float(images.images[torch.as_tensor(rows)])
     c = fm.encoder.transform_images(study.cohort.images.iloc[rows])
@@ -77,7 +78,7 @@ def _inputs(study: Study, fm: FoldModel, images: ImageSet, split: str
 
 def baselines(study: Study, fm: FoldModel, images: ImageSet) -> tuple[np.ndarray, np.ndarray]:
     """The fold's mean inner-training image (H, W) and mean clinical vector (F,)."""
-    x, c, _ = _inputs(study, fm, images, "train")
+    x, c, _ = fold_inputs(study, fm, images, "train")
     return x.mean(0)[0].numpy(), c.mean(0)
 
 
@@ -99,7 +100,7 @@ def explain_folds(study: Study, folds: list[FoldModel], images: ImageSet,
     rng = np.random.default_rng(seed)
     cams_gpp, cams_sc, rows_all, sc_rows, per_img, ablations, importances = [], [], [], [], [], [], []
     for fm in folds:
-        x, c, rows = _inputs(study, fm, images, "test")
+        x, c, rows = fold_inputs(study, fm, images, "test")
         y = study.cohort.images["y"].to_numpy()[rows]
         prob = _probs(fm.model, x, c)
         b_img, b_clin = baselines(study, fm, images)
@@ -190,3 +191,45 @@ def cam_examples(result: dict, per_outcome: int, seed: int = 0) -> pd.DataFrame:
 
 def save_json(obj: dict, path: Path) -> None:
     Path(path).write_text(json.dumps(obj, indent=2, default=float))
+
+
+def randomisation_for_fold(study: Study, fm: FoldModel, images: ImageSet, seed: int = 0) -> dict:
+    """Model-randomisation check (Grad-CAM++) on one fold's test images."""
+    x, c, _ = fold_inputs(study, fm, images, "test")
+    return explain.randomisation_check(fm.model, x, c, method="gradcam++", seed=seed)
+
+
+def modality_share_table(result: dict, cohort_name: str, paper_share: float,
+                         n_boot: int = 1000, seed: int = 0) -> tuple[pd.DataFrame, dict]:
+    """The image's share of the prediction: Shapley (subject-bootstrap CI) and ablation
+    estimates, with the paper's value beside them; also returns the Shapley CI dict."""
+    from .reported import comparison_note
+    from .stats import format_ci
+    pi, abl = result["per_image"], result["ablation"]
+    share = explain.image_share_ci(pi["phi_image"], pi["phi_clinical"], groups=pi["subject_id"],
+                                   n_boot=n_boot, seed=seed)
+    table = pd.DataFrame([
+        {"estimate": "Shapley image share (|phi| over test images, all folds)",
+         "value": format_ci(share["estimate"], share["low"], share["high"]),
+         "paper": paper_share},
+        {"estimate": "ablation image share (mean ± SD over folds)",
+         "value": f"{abl['image_share'].mean():.3f} ± {abl['image_share'].std(ddof=1):.3f}",
+         "paper": paper_share},
+        {"estimate": "AUC both / no image / no clinical (mean over folds)",
+         "value": f"{abl['auc_both'].mean():.3f} / {abl['auc_no_image'].mean():.3f} / "
+                  f"{abl['auc_no_clinical'].mean():.3f}", "paper": float("nan")},
+    ])
+    table["note"] = comparison_note(cohort_name)
+    return table, share
+
+
+def example_grid(result: dict, images: ImageSet, per_outcome: int, seed: int = 0):
+    """Figure 3: Score-CAM overlays of TP/TN/FP/FN test images with their fold and probability."""
+    ex = cam_examples(result, per_outcome, seed=seed)
+    rows = torch.as_tensor(result["scorecam_rows"][ex["position"]])
+    imgs = images.images[rows, 0].float().div(255).numpy()
+    masks = None if images.masks is None else (images.masks[rows, 0] > 0).numpy()
+    titles = [f"{o} · p={p:.2f} · fold {f}" for o, p, f in zip(ex["outcome"], ex["prob"],
+                                                                 ex["fold"])]
+    return explain.plot_cam_grid(imgs, result["cams_scorecam"][ex["position"]], titles, masks,
+                                 ncols=min(4, max(1, len(ex))))
