@@ -305,7 +305,12 @@ def load_cohort(cohort: str | Path = paths.DEFAULT_COHORT, folds: int | None = N
             if size:
                 sizes[i] = size
             if has_mask and df.at[i, "mask_abspath"]:
-                _check_image(Path(df.at[i, "mask_abspath"]), where(i, MASK_COLUMN), problems)
+                msize = _check_image(Path(df.at[i, "mask_abspath"]), where(i, MASK_COLUMN),
+                                     problems)
+                if size and msize and msize != size:
+                    problems.append(f"{where(i, MASK_COLUMN)}: mask is {msize[0]}x{msize[1]} but "
+                                    f"its image is {size[0]}x{size[1]}; a lesion mask must have "
+                                    "its image's size")
     if has_roi:
         for i in df.index:
             box = [df.at[i, c] for c in ROI_COLUMNS]

@@ -12,7 +12,7 @@ import pandas as pd
 from sklearn.metrics import roc_curve
 
 from . import stats
-from .metrics import metrics_table, subject_level
+from .metrics import metrics_table
 
 SHOW = ("auc", "f1", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "ppv",
         "npv", "auprc")
@@ -20,8 +20,8 @@ SHOW = ("auc", "f1", "accuracy", "balanced_accuracy", "sensitivity", "specificit
 
 def pooled_subject_test(preds: pd.DataFrame, by: str = "model_label") -> pd.DataFrame:
     """One row per (model, subject) of the out-of-fold test predictions."""
-    keep = [by, "subject_id", "fold", "split", "y", "prob", "image_path"]
-    s = subject_level(preds[keep])
+    from .evaluation import subject_predictions
+    s = subject_predictions(preds, by)
     return s[s["split"] == "test"].drop(columns="split")
 
 

@@ -150,3 +150,11 @@ def test_exclusion_rule_is_logged_with_count(cohort_copy, caplog):
     assert c.exclusions["n_rows"].tolist() == [n_other]
     assert f"excluded {n_other} row(s)" in caplog.text
     assert len(c.images) == len(pd.read_csv(cohort_copy / "cohort.csv")) - n_other
+
+
+def test_mask_of_another_size(cohort_copy):
+    from PIL import Image
+    df = pd.read_csv(cohort_copy / "cohort.csv", dtype=str)
+    Image.new("L", (10, 7)).save(cohort_copy / df.loc[4, "mask_path"])
+    msg = _error(cohort_copy)
+    assert "cohort.csv line 6, column 'mask_path': mask is 10x7 but its image is 48x48" in msg
