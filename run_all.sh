@@ -56,6 +56,8 @@ case "$mode" in
       "$PY" -m pip install --quiet -r requirements-test.txt
       echo "$test_stamp" > .venv/.phyllodes-test-installed
     fi
+    echo "run_all.sh: lint (ruff check, configured in pyproject.toml)"
+    "$PY" -m ruff check .
     exec "$PY" -m pytest -q tests ;;
 esac
 

@@ -6,13 +6,15 @@ import argparse
 import logging
 import sys
 
+from .profiles import PROFILES
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m phyllodes", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
     nb = sub.add_parser("notebooks", help="execute the numbered notebooks with papermill")
-    nb.add_argument("--profile", default="quick", choices=["smoke", "quick", "paper"])
+    nb.add_argument("--profile", default="quick", choices=sorted(PROFILES))
     nb.add_argument("--cohort", default="breast-lesions-usg")
     nb.add_argument("--device", default="auto")
     nb.add_argument("--seed", type=int, default=0)
@@ -32,14 +34,46 @@ def main(argv: list[str] | None = None) -> int:
     sy.add_argument("--seed", type=int, default=0)
     sy.add_argument("--image-size", type=int, default=64)
 
+    va = sub.add_parser("validate", help="check a cohort against the data contract: every "
+                        "problem of every stage, and what will be used (exit status 0/1)")
+    va.add_argument("cohort", help="a cohort folder, or a name under data/public or data/private")
+    va.add_argument("--folds", type=int, default=5, help="folds the classes must fill (0: no "
+                    "fold check)")
+    va.add_argument("--all", action="store_true", help="list every problem (default: at most "
+                    "12 of each kind, and a count)")
+    va.add_argument("--no-images", action="store_true", help="check paths only, do not open "
+                    "the images")
+
     from . import cli_runs
     cli_runs.add_parsers(sub)
+    # commands with their own argument parser: everything after the name goes to them
+    delegated = {"readme": ("phyllodes.readme", "regenerate README.md's generated sections"),
+                 "import-dicom": ("phyllodes.dicom", "a hospital DICOM export + clinical "
+                                  "spreadsheet -> a de-identified cohort")}
+    for name, (_, text) in delegated.items():
+        sub.add_parser(name, help=text + f" (python -m phyllodes {name} --help)",
+                       add_help=False)
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv and argv[0] in delegated:
+        import importlib
+        return importlib.import_module(delegated[argv[0]][0]).main(argv[1:])
 
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "notebooks":
         from .runner import main_notebooks
         return main_notebooks(args)
+    if args.command == "validate":
+        from .cohort import validate_cohort
+        try:
+            report = validate_cohort(args.cohort, folds=args.folds or None,
+                                     check_images=not args.no_images)
+        except FileNotFoundError as e:
+            print(f"validate: {e}", file=sys.stderr)
+            return 1
+        print(report.text(show=None if args.all else 12))
+        return 0 if report.ok else 1
     if args.command == "convert-breast":
         from .breast import convert_breast
         t = convert_breast(args.source, args.out, args.max_side, args.overwrite)

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import torch
 
-from .images import image_tensor, to_float
-from .runs import needs_images
+from .images import to_float
+from .models import MODALITIES
+from .profiles import PROFILES
 from .study import open_study
 from .training import RunSpec, Trainer, fold_partition, run_seed
 
@@ -46,8 +47,7 @@ def measure(profile: str = "quick", cohort: str = "breast-lesions-usg", device: 
     study = open_study(profile, cohort, device=device, **overrides)
     p = study.profile
     spec = RunSpec(modality, model or p.encoder, p.fusion, 0, 0)
-    images = image_tensor(study.cohort, p.image_size, p.use_roi, p.roi_margin) \
-        if needs_images(spec) else None
+    images = study.images() if spec.uses_images else None
     parts = fold_partition(study.cohort, study.splits, 0, p.inner_val_fraction, run_seed(spec))
     tr = Trainer(study.cohort, parts, spec, p, images, study.device)
     steps = min(steps, tr.steps_per_epoch)
@@ -102,10 +102,11 @@ def stage_times(profile: str, cohort: str, device: str, only: list[str] | None =
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m phyllodes.bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--profile", default="quick", choices=["smoke", "quick", "paper"])
+    ap.add_argument("--profile", default="quick", choices=sorted(PROFILES))
     ap.add_argument("--cohort", default="breast-lesions-usg")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--modality", default="multimodal", choices=["image", "multimodal"])
+    ap.add_argument("--modality", default="multimodal",
+                    choices=[m for m in MODALITIES if m != "clinical"])
     ap.add_argument("--model", default=None, help="encoder (default: the profile's)")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=3)

@@ -4,7 +4,8 @@ The bundled cohort (``data/public/breast-lesions-usg/``) is made by :func:`conve
 from the original release (Pawłowska et al., Sci Data 11:148, 2024; TCIA
 DOI 10.7937/9WKK-Q141; CC BY 4.0). Regenerate it with::
 
-    python -m phyllodes convert-breast --source PATH/TO/BrEaST-Lesions_USG --out data/public/breast-lesions-usg
+    python -m phyllodes convert-breast --source PATH/TO/BrEaST-Lesions_USG \
+        --out data/public/breast-lesions-usg
 
 What the conversion does, and never does:
 
@@ -94,7 +95,8 @@ def convert_breast(source: Path | str, out: Path | str, max_side: int = 320,
             f"{source} is not the BrEaST-Lesions_USG release: expected {SPREADSHEET} and "
             f"{IMAGE_FOLDER}/ (download from https://doi.org/10.7937/9WKK-Q141)")
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} is not empty; pass overwrite=True (--overwrite) to replace it")
+        raise FileExistsError(f"{out} is not empty; pass overwrite=True (--overwrite) to "
+                              "replace it")
     clin = pd.read_excel(sheet, sheet_name=0)
     if out.exists() and overwrite:
         for sub in ("images", "masks"):
@@ -153,16 +155,21 @@ def cohort_yaml() -> dict:
         "description": (
             "BrEaST-Lesions_USG: benign vs malignant breast lesions on B-mode ultrasound, one "
             "image per patient. A public stand-in for the private phyllodes cohort: a general "
-            "breast-lesion task, not phyllodes grading. Derived by phyllodes.breast."),
+            "breast-lesion task, not phyllodes grading. Derived by phyllodes.breast. The "
+            "release's " + ", ".join(LEAKY_COLUMNS) + " columns are the radiologist's and "
+            "pathologist's conclusions: they leak the label and are not copied."),
         "positive_labels": ["malignant"],
         "negative_labels": ["benign"],
         "numeric_features": ["age", "tumor_size_mm"],
         "categorical_features": list(CATEGORICAL.values()),
+        # the paper's clinical inputs as far as this cohort has them (age, tumour size,
+        # echogenicity); 'all' adds the rest of the BI-RADS lexicon (a sensitivity analysis)
+        "feature_sets": {"paper": ["age", "tumor_size_mm", "echogenicity"]},
+        "unused_columns": ["pixel_size_cm"],
         "missing_values": MISSING + [""],
         "exclude": [{"column": "label", "values": ["normal"],
                      "reason": "normal tissue without a lesion: no benign/malignant grade"}],
         "citation": CITATION,
         "license": "CC BY 4.0 (https://creativecommons.org/licenses/by/4.0/); derived copy: "
                    "grayscale, downsized, features renamed (see README.md here)",
-        "leaky_columns_never_used": list(LEAKY_COLUMNS),
     }

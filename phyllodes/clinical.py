@@ -3,9 +3,14 @@
 :func:`make_preprocessor` is a scikit-learn ColumnTransformer: numeric features are imputed
 with the training median (plus a missing-indicator column) and standardised; categorical
 features are imputed with the most frequent training category (plus a missing indicator) and
-one-hot encoded, ignoring categories never seen in training. It is fit on one row per
-*subject* (so subjects with many images do not weigh more) of the fold's training subjects,
-and then transforms validation and test subjects it never saw.
+one-hot encoded, ignoring categories never seen in training.
+
+:class:`ClinicalEncoder` holds two of them. Subject-level features (one value per patient) are
+fit on one row per *subject* of the fold's training subjects, so subjects with many images do
+not weigh more; image-level features (side, view, transducer: they may differ between a
+subject's images) are fit on the image rows of those same subjects. Every image then gets one
+vector: its subject's features followed by its own. A cohort without clinical features gets
+vectors of width 0 (the study runs image-only).
 """
 
 from __future__ import annotations
@@ -38,51 +43,68 @@ def make_preprocessor(numeric: list[str], categorical: list[str]) -> ColumnTrans
     return ColumnTransformer(parts, remainder="drop", verbose_feature_names_out=True)
 
 
-def feature_frame(cohort: Cohort, table: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The clinical columns of ``table`` (default: the cohort's subjects), typed for sklearn."""
-    t = cohort.subjects if table is None else table
-    out = pd.DataFrame(index=t.index)
-    for c in cohort.numeric_features:
-        out[c] = pd.to_numeric(t[c], errors="coerce").astype(float)
-    for c in cohort.categorical_features:
-        out[c] = t[c].astype(object).where(t[c].notna(), np.nan)
+def feature_frame(table: pd.DataFrame, numeric: list[str], categorical: list[str]
+                  ) -> pd.DataFrame:
+    """The feature columns of ``table``, typed for scikit-learn (floats; objects with NaN)."""
+    out = pd.DataFrame(index=table.index)
+    for c in numeric:
+        out[c] = pd.to_numeric(table[c], errors="coerce").astype(float)
+    for c in categorical:
+        out[c] = table[c].astype(object).where(table[c].notna(), np.nan)
     return out
 
 
 class ClinicalEncoder:
-    """A preprocessor fit on the given training subjects; records which subjects it saw."""
+    """The clinical inputs of a fold: preprocessors fit on its training subjects only; records
+    which subjects they saw (``fitted_subjects``)."""
 
     def __init__(self, cohort: Cohort):
-        self.cohort = cohort
-        self.transformer = make_preprocessor(cohort.numeric_features,
-                                             cohort.categorical_features)
+        cfg = cohort.config
+        self.levels = {"subject": (list(cfg.numeric_features), list(cfg.categorical_features)),
+                       "image": (list(cfg.image_numeric_features),
+                                 list(cfg.image_categorical_features))}
+        self.transformers = {level: make_preprocessor(*cols)
+                             for level, cols in self.levels.items() if any(cols)}
         self.fitted_subjects: list[str] = []
+        self._cohort = cohort  # for fit only; not pickled with the run's checkpoint
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_cohort"}
 
     def fit(self, subject_ids) -> "ClinicalEncoder":
-        subj = self.cohort.subjects.set_index("subject_id").loc[list(subject_ids)].reset_index()
-        self.transformer.fit(feature_frame(self.cohort, subj))
-        self.fitted_subjects = list(subject_ids)
+        ids = list(subject_ids)
+        cohort = self._cohort
+        tables = {"subject": cohort.subjects.set_index("subject_id").loc[ids].reset_index(),
+                  "image": cohort.images[cohort.images["subject_id"].isin(set(ids))]}
+        for level, tf in self.transformers.items():
+            tf.fit(feature_frame(tables[level], *self.levels[level]))
+        self.fitted_subjects = ids
         return self
 
-    def transform_subjects(self, subject_ids) -> np.ndarray:
-        subj = self.cohort.subjects.set_index("subject_id").loc[list(subject_ids)].reset_index()
-        return self.transformer.transform(feature_frame(self.cohort, subj)).astype(np.float32)
-
     def transform_images(self, images: pd.DataFrame) -> np.ndarray:
-        """One clinical vector per image row (its subject's values)."""
-        return self.transformer.transform(feature_frame(self.cohort, images)).astype(np.float32)
+        """One vector per image row: its subject's features, then its own (float32)."""
+        parts = [tf.transform(feature_frame(images, *self.levels[level]))
+                 for level, tf in self.transformers.items()]
+        if not parts:
+            return np.zeros((len(images), 0), dtype=np.float32)
+        return np.hstack(parts).astype(np.float32)
+
+    @property
+    def width(self) -> int:
+        """Length of the vectors (0 for a cohort without clinical features)."""
+        return len(self.feature_names)
 
     @property
     def feature_names(self) -> list[str]:
-        return list(self.transformer.get_feature_names_out())
+        return [n for tf in self.transformers.values() for n in tf.get_feature_names_out()]
 
     def feature_groups(self) -> dict[str, list[int]]:
         """Output column indices of each input feature (one-hot levels and indicators)."""
-        names = self.feature_names
+        names = [n.split("__", 1)[1] for n in self.feature_names]
         groups: dict[str, list[int]] = {}
-        for f in [*self.cohort.numeric_features, *self.cohort.categorical_features]:
-            groups[f] = [i for i, n in enumerate(names)
-                         if n.split("__", 1)[1] == f
-                         or n.split("__", 1)[1].startswith(f + "_")
-                         or n.split("__", 1)[1].startswith(f"missingindicator_{f}")]
+        for numeric, categorical in self.levels.values():
+            for f in [*numeric, *categorical]:
+                groups[f] = [i for i, n in enumerate(names)
+                             if n == f or n.startswith(f + "_")
+                             or n.startswith(f"missingindicator_{f}")]
         return groups

@@ -14,7 +14,7 @@ Map validation as numbers (:func:`cam_energy_inside`, :func:`pointing_game_hit`,
 (:func:`randomisation_check`), the modality contribution as exact two-player Shapley values
 (:func:`modality_shapley`, :func:`image_share`, :func:`image_share_ci`) with an independent
 ablation estimate (:func:`modality_ablation_auc`), grouped permutation importance of clinical
-features (:func:`permutation_importance_oof`) and three plot helpers for the notebooks.
+features (:func:`permutation_importance_oof`). Their figures are in :mod:`phyllodes.figures`.
 
 Conventions: images are float grayscale in [0, 1], shape (N, 1, H, W) (or (N, H, W)); clinical
 vectors are the preprocessed (N, F) matrix the model was trained on; masks are boolean (N, H, W)
@@ -29,7 +29,6 @@ import math
 import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
@@ -38,7 +37,8 @@ from scipy import stats as sstats
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from .stats import _bootstrap_row_counts, _cluster_codes
+from .models import predict_logits
+from .stats import bootstrap_row_counts, cluster_codes
 
 __all__ = [
     "ImageBranchWrapper",
@@ -56,9 +56,6 @@ __all__ = [
     "image_share_ci",
     "modality_ablation_auc",
     "permutation_importance_oof",
-    "plot_cam_grid",
-    "plot_modality_share",
-    "plot_feature_importance",
 ]
 
 CAM_METHODS = ("scorecam", "gradcam++")
@@ -136,8 +133,16 @@ class ImageBranchWrapper(nn.Module):
 
 
 def _family(encoder: nn.Module) -> str | None:
-    from timm.models import convnext, densenet, efficientnet, mobilenetv3, resnet
-    from timm.models import swin_transformer, swin_transformer_v2, vision_transformer
+    from timm.models import (
+        convnext,
+        densenet,
+        efficientnet,
+        mobilenetv3,
+        resnet,
+        swin_transformer,
+        swin_transformer_v2,
+        vision_transformer,
+    )
 
     table = [
         (resnet.ResNet, "resnet"),
@@ -466,19 +471,6 @@ def randomisation_check(model: nn.Module, images: ArrayLike, clinical: ArrayLike
 # --------------------------------------------------------------------------- modality contribution
 
 
-@torch.no_grad()
-def _predict_logits(model: nn.Module, images: torch.Tensor, clinical: torch.Tensor | None,
-                    batch_size: int) -> np.ndarray:
-    device = next(model.parameters()).device
-    n = images.shape[0] if images is not None else clinical.shape[0]
-    out = []
-    for s in range(0, n, batch_size):
-        xb = None if images is None else images[s:s + batch_size].to(device)
-        cb = None if clinical is None else clinical[s:s + batch_size].to(device)
-        out.append(model(xb, cb).reshape(-1).float().cpu().numpy())
-    return np.concatenate(out).astype(float)
-
-
 def _four_way_logits(model: nn.Module, images: ArrayLike, clinical: ArrayLike | None,
                      image_baseline: ArrayLike, clinical_baseline: ArrayLike | None,
                      batch_size: int
@@ -498,15 +490,9 @@ def _four_way_logits(model: nn.Module, images: ArrayLike, clinical: ArrayLike | 
         bc = _as_clinical(clinical_baseline).reshape(1, -1).expand(n, -1)
         if bc.shape[1] != c.shape[1]:
             raise ValueError(f"clinical baseline has {bc.shape[1]} columns, clinical {c.shape[1]}")
-    was_training = model.training
-    model.eval()
-    try:
-        return {"full": _predict_logits(model, x, c, batch_size),
-                "no_image": _predict_logits(model, bi, c, batch_size),
-                "no_clinical": _predict_logits(model, x, bc, batch_size),
-                "baseline": _predict_logits(model, bi, bc, batch_size)}
-    finally:
-        model.train(was_training)
+    inputs = {"full": (x, c), "no_image": (bi, c), "no_clinical": (x, bc), "baseline": (bi, bc)}
+    return {k: predict_logits(model, xi, ci, batch_size).numpy().astype(float)
+            for k, (xi, ci) in inputs.items()}
 
 
 def modality_shapley(model: nn.Module, image: ArrayLike, clinical: ArrayLike | None,
@@ -558,7 +544,7 @@ def image_share_ci(phi_img: ArrayLike, phi_clin: ArrayLike, groups: ArrayLike | 
     b = np.abs(np.asarray(phi_clin, dtype=float).ravel())
     if a.shape != b.shape:
         raise ValueError("phi_img and phi_clin must have the same length")
-    counts = _bootstrap_row_counts(_cluster_codes(groups, a.shape[0]), n_boot, seed)
+    counts = bootstrap_row_counts(cluster_codes(groups, a.shape[0]), n_boot, seed)
     sa, sb = counts @ a, counts @ b
     with np.errstate(invalid="ignore", divide="ignore"):
         reps = sa / (sa + sb)
@@ -626,70 +612,3 @@ def permutation_importance_oof(predict_fn: Callable[[np.ndarray], np.ndarray], X
                      "baseline_auc": base})
     return (pd.DataFrame(rows).sort_values("auc_drop_mean", ascending=False)
             .reset_index(drop=True))
-
-
-# --------------------------------------------------------------------------- plots
-
-
-def plot_cam_grid(images: ArrayLike, cams: np.ndarray, titles: Sequence[str] | None = None,
-                  masks: np.ndarray | None = None, ncols: int = 4, alpha: float = 0.4
-                  ) -> plt.Figure:
-    """Grayscale images with their CAM overlaid (jet, ``alpha``) and the lesion mask outlined."""
-    imgs = _as_images(images)[:, 0].numpy()
-    cams = np.asarray(cams)
-    n = imgs.shape[0]
-    ncols = max(1, min(ncols, n))
-    nrows = max(1, math.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2.4 * ncols, 2.5 * nrows), squeeze=False)
-    for i, ax in enumerate(axes.ravel()):
-        ax.axis("off")
-        if i >= n:
-            continue
-        ax.imshow(imgs[i], cmap="gray", vmin=0, vmax=1)
-        ax.imshow(cams[i], cmap="jet", alpha=alpha, vmin=0, vmax=1)
-        if masks is not None and np.asarray(masks[i]).any():
-            ax.contour(np.asarray(masks[i]).astype(float), levels=[0.5], colors="white",
-                       linewidths=1.0)
-        if titles is not None:
-            ax.set_title(titles[i], fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def plot_modality_share(share: float | Mapping[str, float],
-                        ci: tuple[float, float] | Mapping[str, tuple[float, float]] | None = None,
-                        paper_share: float | None = 0.63) -> plt.Figure:
-    """Image share of the attribution (one bar per model) with CIs, beside the paper's value."""
-    shares = dict(share) if isinstance(share, Mapping) else {"image share": float(share)}
-    if ci is None:
-        cis = {}
-    elif isinstance(ci, Mapping):
-        cis = dict(ci)
-    else:
-        cis = {next(iter(shares)): tuple(ci)}
-    names = list(shares)
-    vals = np.array([shares[k] for k in names], dtype=float)
-    err = np.array([[vals[i] - cis[k][0], cis[k][1] - vals[i]] if k in cis else [0.0, 0.0]
-                    for i, k in enumerate(names)]).T
-    fig, ax = plt.subplots(figsize=(5.5, 0.6 * len(names) + 1.4))
-    ax.barh(names, vals, xerr=np.clip(err, 0, None), color="tab:blue", alpha=0.8, capsize=4)
-    if paper_share is not None:
-        ax.axvline(paper_share, color="tab:red", ls="--", label=f"paper ({paper_share:.0%})")
-        ax.legend(loc="lower right", fontsize=8)
-    ax.axvline(0.5, color="grey", lw=0.8, ls=":")
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("image share of |Shapley| attribution")
-    fig.tight_layout()
-    return fig
-
-
-def plot_feature_importance(df: pd.DataFrame) -> plt.Figure:
-    """Horizontal bars of :func:`permutation_importance_oof` (mean AUC drop ± SD)."""
-    d = df.sort_values("auc_drop_mean")
-    fig, ax = plt.subplots(figsize=(5.5, 0.35 * len(d) + 1.2))
-    ax.barh(d["feature"].astype(str), d["auc_drop_mean"],
-            xerr=d["auc_drop_sd"].fillna(0), color="tab:green", alpha=0.8, capsize=3)
-    ax.axvline(0, color="k", lw=0.8)
-    ax.set_xlabel("AUC drop when permuted (mean ± SD over repeats)")
-    fig.tight_layout()
-    return fig

@@ -27,9 +27,10 @@ from PIL import Image
 
 from . import paths
 from .cohort import ROI_COLUMNS, Cohort
+from .imageio import gray8, mask_array
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 _MEMORY: dict[str, "ImageSet"] = {}
 
 
@@ -52,7 +53,12 @@ def _file_digest(paths_: list[str]) -> str:
     h = hashlib.sha256()
     for p in paths_:
         h.update(p.encode())
-        h.update(Path(p).read_bytes() if p else b"")
+        try:
+            h.update(Path(p).read_bytes() if p else b"")
+        except OSError as e:
+            raise FileNotFoundError(f"cannot read {p} ({type(e).__name__}: {e}); it is listed "
+                                    "in the cohort's cohort.csv: fix the path or restore the "
+                                    "file, then run python -m phyllodes validate COHORT") from None
     return h.hexdigest()
 
 
@@ -108,23 +114,26 @@ def decode_cohort(cohort: Cohort, size: int, use_roi: bool, roi_margin: float
     masks = np.zeros((n, 1, size, size), dtype=np.uint8) if cohort.has_masks else None
     crop = use_roi and cohort.has_roi
     for i, row in enumerate(imgs.itertuples(index=False)):
-        box = square_box(tuple(getattr(row, c) for c in ROI_COLUMNS), roi_margin) if crop else None
+        roi = tuple(getattr(row, c) for c in ROI_COLUMNS) if crop else None
+        box = square_box(roi, roi_margin) if roi and not np.isnan(roi).any() else None
         try:
             with Image.open(row.image_abspath) as im:
-                out[i, 0] = prepare(im.convert("L"), size, box, Image.BILINEAR)
+                out[i, 0] = prepare(gray8(im), size, box, Image.BILINEAR)
         except OSError as e:
             raise OSError(f"{cohort.root / 'cohort.csv'} line {row.csv_line}, column "
                           f"'image_path': cannot decode {row.image_abspath}: {e}") from None
         if masks is not None and row.mask_abspath:
-            with Image.open(row.mask_abspath) as m:
-                masks[i, 0] = (prepare(m.convert("L"), size, box, Image.NEAREST) > 127) * 255
+            m = Image.fromarray(mask_array(row.mask_abspath).astype(np.uint8) * 255)
+            masks[i, 0] = (prepare(m, size, box, Image.NEAREST) > 127) * 255
     return torch.from_numpy(out), (torch.from_numpy(masks) if masks is not None else None)
 
 
 def image_tensor(cohort: Cohort, size: int, use_roi: bool = True, roi_margin: float = 0.15,
-                 cache_dir: Path | None = None) -> ImageSet:
-    """The cohort's images decoded once, from memory, the disk cache, or decoding."""
-    key = cache_key(cohort, size, use_roi, roi_margin)
+                 cache_dir: Path | None = None, key: str | None = None) -> ImageSet:
+    """The cohort's images decoded once, from memory, the disk cache, or decoding.
+
+    ``key``: the :func:`cache_key` when the caller has it already (it hashes every file)."""
+    key = key or cache_key(cohort, size, use_roi, roi_margin)
     if key in _MEMORY:
         return _MEMORY[key]
     folder = (cache_dir or paths.cache_dir()) / "images" / cohort.name

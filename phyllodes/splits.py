@@ -55,10 +55,16 @@ def load_splits(path: Path | str, cohort: Cohort) -> pd.DataFrame:
     """
     path = Path(path)
     try:
-        df = pd.read_csv(path, dtype={"subject_id": str})
+        df = pd.read_csv(path, dtype={"subject_id": str}, skipinitialspace=True)
     except FileNotFoundError:
         raise SplitsError(f"{path}: file not found; make it with phyllodes.splits.make_splits "
                           "(notebook 01 writes it)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise SplitsError(f"{path}: not a readable CSV ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0]}); write it as subject_id,fold lines") from None
+    df.columns = [str(c).strip() for c in df.columns]
+    if "subject_id" in df.columns:
+        df["subject_id"] = df["subject_id"].astype(str).str.strip()
     problems = []
     for col in ("subject_id", "fold"):
         if col not in df.columns:
@@ -86,6 +92,12 @@ def load_splits(path: Path | str, cohort: Cohort) -> pd.DataFrame:
     if problems:
         raise SplitsError("\n".join(problems))
     df["fold"] = folds.astype(int)
+    found = sorted(df["fold"].unique())
+    if found != list(range(len(found))):
+        fix = (f"subtract 1 from every fold (0..{len(found) - 1})" if found ==
+               list(range(1, len(found) + 1)) else f"renumber them 0..{len(found) - 1}")
+        raise SplitsError(f"{path}: folds are numbered {', '.join(map(str, found))}; they must "
+                          f"be 0..k-1 without gaps: {fix}")
     df = df.join(subj[["label", "y"]], on="subject_id")
     counts = df.groupby("fold")["y"].agg(["sum", "count"])
     for k, row in counts.iterrows():

@@ -50,7 +50,8 @@ _EPS = 1e-7
 # --------------------------------------------------------------------------- helpers
 
 
-def _binary(y_true) -> np.ndarray:
+def binary_labels(y_true) -> np.ndarray:
+    """``y_true`` as an int array of 0/1; ValueError for any other value."""
     y = np.asarray(y_true).ravel()
     if not np.isin(y, (0, 1)).all():
         raise ValueError("y_true must contain only 0/1 values")
@@ -64,7 +65,7 @@ def _scores(y_score, n: int) -> np.ndarray:
     return s
 
 
-def _cluster_codes(groups, n: int) -> np.ndarray:
+def cluster_codes(groups, n: int) -> np.ndarray:
     """Integer cluster code (0..k-1, in sorted order of the ids) for every row."""
     if groups is None:
         return np.arange(n)
@@ -74,8 +75,9 @@ def _cluster_codes(groups, n: int) -> np.ndarray:
     return np.unique(g, return_inverse=True)[1].ravel()
 
 
-def _bootstrap_row_counts(codes: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
-    """(n_boot, n_rows) multiplicities of each row when whole clusters are drawn with replacement."""
+def bootstrap_row_counts(codes: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n_rows) multiplicities of each row when whole clusters are drawn with
+    replacement."""
     n_clusters = int(codes.max()) + 1
     rng = np.random.default_rng(seed)
     cluster_counts = rng.multinomial(n_clusters, np.full(n_clusters, 1.0 / n_clusters), size=n_boot)
@@ -83,7 +85,8 @@ def _bootstrap_row_counts(codes: np.ndarray, n_boot: int, seed: int) -> np.ndarr
 
 
 def _weighted_auc_batch(y: np.ndarray, s: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """AUC (ties count 1/2) of each row of the weight matrix ``w`` (B, n); NaN where one class is absent.
+    """AUC (ties count 1/2) of each row of the weight matrix ``w`` (B, n); NaN where one class
+    is absent.
 
     With integer weights equal to bootstrap multiplicities this is exactly the AUC of the
     resampled data (the Mann-Whitney statistic of the expanded sample).
@@ -105,7 +108,9 @@ def _weighted_auc_batch(y: np.ndarray, s: np.ndarray, w: np.ndarray) -> np.ndarr
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
 
-def _metric_replicates(metric_fn: MetricFn, y: np.ndarray, s: np.ndarray, counts: np.ndarray) -> np.ndarray:
+def _metric_replicates(
+    metric_fn: MetricFn, y: np.ndarray, s: np.ndarray, counts: np.ndarray
+) -> np.ndarray:
     """Metric on every bootstrap resample; NaN where it is undefined (raises or is non-finite)."""
     if metric_fn is roc_auc_score:  # vectorised fast path, identical values
         return _weighted_auc_batch(y, s, counts)
@@ -154,12 +159,12 @@ def cluster_bootstrap_ci(
     skipped). ``metric_fn is sklearn.metrics.roc_auc_score`` takes a vectorised path that gives
     the same values as calling it on each resample.
     """
-    y = _binary(y_true)
+    y = binary_labels(y_true)
     s = _scores(y_score, y.shape[0])
-    counts = _bootstrap_row_counts(_cluster_codes(groups, y.shape[0]), n_boot, seed)
+    counts = bootstrap_row_counts(cluster_codes(groups, y.shape[0]), n_boot, seed)
     reps = _metric_replicates(metric_fn, y, s, counts)
     valid = reps[np.isfinite(reps)]
-    low, high = (np.quantile(valid, [alpha / 2, 1 - alpha / 2]) if valid.size else (np.nan, np.nan))
+    low, high = np.quantile(valid, [alpha / 2, 1 - alpha / 2]) if valid.size else (np.nan, np.nan)
     return {
         "estimate": float(metric_fn(y, s)),
         "low": float(low),
@@ -170,13 +175,7 @@ def cluster_bootstrap_ci(
 
 
 def paired_bootstrap_auc_diff(
-    y_true,
-    score_a,
-    score_b,
-    groups=None,
-    n_boot: int = 2000,
-    alpha: float = 0.05,
-    seed: int = 0,
+    y_true, score_a, score_b, groups=None, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0
 ) -> dict:
     """Paired (same resamples) cluster bootstrap of AUC(a) - AUC(b).
 
@@ -185,10 +184,10 @@ def paired_bootstrap_auc_diff(
     inverting the percentile interval: ``2 * min(P*(d <= 0), P*(d >= 0))`` with the add-one
     correction ``(count + 1) / (B + 1)``, capped at 1) and ``n_boot_valid``.
     """
-    y = _binary(y_true)
+    y = binary_labels(y_true)
     a = _scores(score_a, y.shape[0])
     b = _scores(score_b, y.shape[0])
-    counts = _bootstrap_row_counts(_cluster_codes(groups, y.shape[0]), n_boot, seed)
+    counts = bootstrap_row_counts(cluster_codes(groups, y.shape[0]), n_boot, seed)
     d = _weighted_auc_batch(y, a, counts) - _weighted_auc_batch(y, b, counts)
     d = d[np.isfinite(d)]
     auc_a, auc_b = float(roc_auc_score(y, a)), float(roc_auc_score(y, b))
@@ -216,7 +215,8 @@ def paired_bootstrap_auc_diff(
 
 
 def _delong_components(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """AUCs (k,) and DeLong covariance (k, k) of the k score rows, by Sun & Xu's midrank algorithm."""
+    """AUCs (k,) and DeLong covariance (k, k) of the k score rows, by Sun & Xu's midrank
+    algorithm."""
     pos, neg = scores[:, y == 1], scores[:, y == 0]
     m, n = pos.shape[1], neg.shape[1]
     if m == 0 or n == 0:
@@ -236,7 +236,7 @@ def _delong_components(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, n
 
 def delong_roc_variance(y_true, y_score) -> tuple[float, float]:
     """Returns ``(auc, var)``: the AUC and its DeLong variance (fast midrank algorithm)."""
-    y = _binary(y_true)
+    y = binary_labels(y_true)
     s = _scores(y_score, y.shape[0])
     aucs, cov = _delong_components(y, s[None, :])
     return float(aucs[0]), float(cov[0, 0])
@@ -250,7 +250,7 @@ def delong_roc_test(y_true, score_a, score_b, alpha: float = 0.05) -> dict:
     (1.0 with ``z`` NaN when the difference has zero variance, e.g. identical scores).
     Observations are treated as independent (no clustering).
     """
-    y = _binary(y_true)
+    y = binary_labels(y_true)
     a = _scores(score_a, y.shape[0])
     b = _scores(score_b, y.shape[0])
     aucs, cov = _delong_components(y, np.vstack([a, b]))
@@ -280,14 +280,20 @@ def delong_roc_test(y_true, score_a, score_b, alpha: float = 0.05) -> dict:
 
 def _expected_calibration_error(y: np.ndarray, p: np.ndarray, n_bins: int) -> float:
     """Sum over equal-width bins of (bin share) * |observed rate - mean predicted probability|."""
-    bins = np.clip((p * n_bins).astype(int), 0, n_bins - 1)  # [k/n_bins, (k+1)/n_bins); 1.0 in the last
+    bins = np.clip(
+        (p * n_bins).astype(int), 0, n_bins - 1
+    )  # [k/n_bins, (k+1)/n_bins); 1.0 in the last
     count = np.bincount(bins, minlength=n_bins)
-    gap = np.abs(np.bincount(bins, weights=y, minlength=n_bins) - np.bincount(bins, weights=p, minlength=n_bins))
+    gap = np.abs(
+        np.bincount(bins, weights=y, minlength=n_bins)
+        - np.bincount(bins, weights=p, minlength=n_bins)
+    )
     return float(gap.sum() / count.sum())
 
 
 def _calibration_in_the_large(y: np.ndarray, lp: np.ndarray) -> float:
-    """MLE of ``a`` in logit P(y=1) = a + lp (lp an offset): the root of sum(y - expit(a + lp)) = 0."""
+    """MLE of ``a`` in logit P(y=1) = a + lp (lp an offset): the root of
+    sum(y - expit(a + lp)) = 0."""
     if y.min() == y.max():
         return np.nan
 
@@ -313,7 +319,7 @@ def calibration_summary(y_true, y_prob, n_bins: int = 10) -> dict:
     under-predicted) and ``ece`` (expected calibration error over ``n_bins`` equal-width bins).
     Probabilities are clipped to [1e-7, 1 - 1e-7] before taking logits.
     """
-    y = _binary(y_true)
+    y = binary_labels(y_true)
     p = _scores(y_prob, y.shape[0])
     lp = _logit(p)
     if y.min() == y.max():
@@ -346,7 +352,7 @@ def fit_platt_recalibration(y_true, y_prob) -> PlattRecalibration:
 
     Fit it on inner-validation subjects only, then apply it to the test subjects.
     """
-    y = _binary(y_true)
+    y = binary_labels(y_true)
     p = _scores(y_prob, y.shape[0])
     if y.min() == y.max():
         raise ValueError("recalibration needs both classes present")
@@ -365,8 +371,9 @@ def _thresholds(thresholds) -> np.ndarray:
 
 
 def net_benefit(y_true, y_prob, thresholds) -> np.ndarray:
-    """Net benefit TP/n - FP/n * pt/(1-pt) at each threshold pt, predicting positive when p >= pt."""
-    y = _binary(y_true)
+    """Net benefit TP/n - FP/n * pt/(1-pt) at each threshold pt, predicting positive when
+    p >= pt."""
+    y = binary_labels(y_true)
     p = _scores(y_prob, y.shape[0])
     t = _thresholds(thresholds)
     flagged = p[None, :] >= t[:, None]
@@ -378,7 +385,7 @@ def net_benefit(y_true, y_prob, thresholds) -> np.ndarray:
 
 def net_benefit_treat_all(y_true, thresholds) -> np.ndarray:
     """Net benefit of treating everyone: prevalence - (1 - prevalence) * pt/(1-pt)."""
-    y = _binary(y_true)
+    y = binary_labels(y_true)
     t = _thresholds(thresholds)
     prev = y.mean()
     return prev - (1 - prev) * t / (1 - t)
@@ -408,7 +415,7 @@ def threshold_for_sensitivity(y_true, y_score, target: float = 0.95) -> float:
     """
     if not 0 < target <= 1:
         raise ValueError("target must lie in (0, 1]")
-    y = _binary(y_true)
+    y = binary_labels(y_true)
     s = _scores(y_score, y.shape[0])
     if not (y == 1).any():
         raise ValueError("no positives: sensitivity undefined")
@@ -418,7 +425,7 @@ def threshold_for_sensitivity(y_true, y_score, target: float = 0.95) -> float:
 
 def spared_fraction(y_true, y_score, threshold: float) -> float:
     """Share of negatives (benign) with score < threshold, i.e. excisions avoided."""
-    y = _binary(y_true)
+    y = binary_labels(y_true)
     s = _scores(y_score, y.shape[0])
     neg = s[y == 0]
     if neg.size == 0:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import pandas as pd
 
 from . import paths
 from .cohort import Cohort, load_cohort
+from .images import ImageSet, cache_key, image_tensor
 from .profiles import Profile, get_profile
 from .splits import get_or_make_splits
 
@@ -28,16 +29,44 @@ class Study:
     splits_path: Path
     device: str
     seed: int
+    _image_key: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def name(self) -> str:
         return self.cohort.name
 
+    @property
+    def has_clinical(self) -> bool:
+        """Whether the cohort (its feature set) has clinical inputs; without them the study
+        runs image-only and the notebooks skip the clinical and multimodal parts."""
+        return self.cohort.has_clinical
+
+    def with_feature_set(self, name: str) -> "Study":
+        """The same study with another set of clinical inputs (same folds, images, profile)."""
+        return replace(self, cohort=self.cohort.with_feature_set(name) if
+                       name != self.cohort.feature_set else self.cohort)
+
+    def image_key(self) -> str:
+        """Cache key of the cohort's images under the profile's image settings (memoised:
+        it hashes every image file once per study)."""
+        if self._image_key is None:
+            p = self.profile
+            self._image_key = cache_key(self.cohort, p.image_size, p.use_roi, p.roi_margin)
+        return self._image_key
+
+    def images(self) -> ImageSet:
+        """The cohort's images decoded once (memory, disk cache, or decoding)."""
+        p = self.profile
+        return image_tensor(self.cohort, p.image_size, p.use_roi, p.roi_margin,
+                            key=self.image_key())
+
     def describe(self) -> pd.Series:
         """A one-column summary for the notebook to show."""
         s = self.cohort.summary()
+        feats = ", ".join(self.cohort.config.features) or "none (image-only study)"
         return pd.Series({"profile": self.profile.name, "device": self.device,
-                          "cohort": s["name"], "subjects": s["n_subjects"],
+                          "cohort": s["name"], "feature set": self.cohort.feature_set,
+                          "clinical inputs": feats, "subjects": s["n_subjects"],
                           "images": s["n_images"], "positive subjects": s["n_positive_subjects"],
                           "folds": self.profile.folds, "splits file": str(self.splits_path),
                           "outputs": str(paths.output_root())})
@@ -59,20 +88,29 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+PRIMARY_FEATURE_SET = "paper"
+
+
 def open_study(profile: str = "quick", cohort: str | Path = "breast-lesions-usg",
                device: str = "auto", seed: int = 0, output_dir: str = "",
-               splits_file: str = "", **overrides: Any) -> Study:
+               splits_file: str = "", feature_set: str | None = None,
+               **overrides: Any) -> Study:
     """Load the profile (with overrides), the validated cohort and its folds.
 
     ``output_dir`` (empty: the repository) is where tables/, figures/ and results/ go.
     ``splits_file`` (empty: ``tables/<cohort>/splits_<k>fold_seed<seed>.csv``) is reused when it
-    exists and is made otherwise.
+    exists and is made otherwise. ``feature_set``: the clinical inputs, a set named in
+    cohort.yaml or ``all``; None: the primary set, ``paper`` (the paper's inputs) when the
+    cohort names it, else ``all``.
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if output_dir:
         os.environ["PHYLLODES_OUTPUT"] = str(Path(output_dir).resolve())
     prof = get_profile(profile, **overrides)
     coh = load_cohort(cohort, folds=prof.folds)
+    if feature_set is None:
+        feature_set = PRIMARY_FEATURE_SET if PRIMARY_FEATURE_SET in coh.feature_sets else "all"
+    coh = coh.with_feature_set(feature_set)
     sp = Path(splits_file) if splits_file else (
         paths.tables_dir(coh.name) / f"splits_{prof.folds}fold_seed{seed}.csv")
     splits = get_or_make_splits(coh, sp, prof.folds, seed)

@@ -1,4 +1,11 @@
-"""Tables of the study (Table 1 here) and the one writer of every table: CSV, Markdown, LaTeX."""
+"""Every table of the study, each built by the function named after it, and the one writer.
+
+The builders are named like the files they make (``table2_encoder_comparison`` writes
+``tables/<cohort>/table2_encoder_comparison.*``); README.md's artifact map and
+:data:`phyllodes.artifacts.ARTIFACTS` name the builder of each. :func:`write_table` writes every
+table as CSV, Markdown and LaTeX; :func:`write_record` writes what a notebook measured (JSON),
+with the provenance of the result (profile, seed, commit).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +14,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+import torch
+from scipy import stats as sstats
 
-from . import paths
+from . import explain, paths, stats
 from .cohort import Cohort
+from .evaluation import pooled_subject_test
+from .images import ImageSet
+from .provenance import provenance
+from .reported import comparison_note
+from .stats import format_ci
+from .study import Study
 
 
 def _fmt_p(p: float) -> str:
@@ -37,7 +51,7 @@ def _n_pct(k: int, n: int) -> str:
     return f"{k} ({100 * k / n:.1f}%)" if n else "0"
 
 
-def table1(cohort: Cohort) -> pd.DataFrame:
+def table1_cohort(cohort: Cohort) -> pd.DataFrame:
     """Cohort characteristics by class (subject level) with fitting tests.
 
     Numeric features: mean ± SD and median [IQR], Mann-Whitney U test. Categorical features:
@@ -58,7 +72,7 @@ def table1(cohort: Cohort) -> pd.DataFrame:
     for lab in [*cfg.negative_labels, *cfg.positive_labels]:
         add("Label", lab, {k: _n_pct(int((v["label"] == lab).sum()), len(v))
                            for k, v in cols.items()})
-    p = stats.mannwhitneyu(neg["n_images"], pos["n_images"]).pvalue if (
+    p = sstats.mannwhitneyu(neg["n_images"], pos["n_images"]).pvalue if (
         s["n_images"].nunique() > 1) else np.nan
     add("Images per subject", "mean ± SD", {k: _mean_sd(v["n_images"].astype(float))
                                               for k, v in cols.items()}, p,
@@ -66,7 +80,7 @@ def table1(cohort: Cohort) -> pd.DataFrame:
     add("Images", "n", {k: str(int(v["n_images"].sum())) for k, v in cols.items()})
     for f in cfg.numeric_features:
         a, b = neg[f].dropna(), pos[f].dropna()
-        p = stats.mannwhitneyu(a, b).pvalue if len(a) and len(b) else np.nan
+        p = sstats.mannwhitneyu(a, b).pvalue if len(a) and len(b) else np.nan
         add(f, "mean ± SD", {k: _mean_sd(v[f]) for k, v in cols.items()}, p, "Mann-Whitney U")
         add(f, "median [IQR]", {k: _median_iqr(v[f]) for k, v in cols.items()})
         add(f, "missing", {k: _n_pct(int(v[f].isna().sum()), len(v)) for k, v in cols.items()})
@@ -76,9 +90,9 @@ def table1(cohort: Cohort) -> pd.DataFrame:
         p, test = np.nan, ""
         if ct.shape[0] >= 2 and ct.shape[1] == 2:
             if ct.shape == (2, 2):
-                p, test = stats.fisher_exact(ct.to_numpy()).pvalue, "Fisher exact"
+                p, test = sstats.fisher_exact(ct.to_numpy()).pvalue, "Fisher exact"
             else:
-                p, test = stats.chi2_contingency(ct.to_numpy())[1], "chi-square"
+                p, test = sstats.chi2_contingency(ct.to_numpy())[1], "chi-square"
         levels = s[f].dropna().value_counts().index
         for j, lev in enumerate(levels):
             add(f, str(lev), {k: _n_pct(int((v[f] == lev).sum()), len(v))
@@ -95,9 +109,235 @@ def table1(cohort: Cohort) -> pd.DataFrame:
     })
 
 
+SHOW = ("auc", "f1", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "ppv",
+        "npv", "auprc")
+
+
+def model_comparison(table: pd.DataFrame, by: str = "model_label",
+                     metrics: tuple[str, ...] = SHOW) -> pd.DataFrame:
+    """The readable columns: model, then 'metric (folds)' and 'metric (pooled, 95% CI)'."""
+    out = pd.DataFrame({"model": table[by]})
+    for m in metrics:
+        out[f"{m} (fold mean ± SD)"] = table[m]
+        out[f"{m} (pooled, 95% CI)"] = table[f"{m}_pooled"]
+    return out
+
+
+def paired_auc_tests(preds: pd.DataFrame, reference: str, others: list[str],
+                     by: str = "model_label", n_boot: int = 2000, seed: int = 0
+                     ) -> pd.DataFrame:
+    """DeLong test and subject-bootstrap CI of AUC(reference) - AUC(other), pooled OOF."""
+    s = pooled_subject_test(preds, by)
+    wide = s.pivot_table(index="subject_id", columns=by, values="prob")
+    y = s.groupby("subject_id")["y"].first().loc[wide.index].to_numpy()
+    rows = []
+    for o in others:
+        if o not in wide.columns or reference not in wide.columns:
+            continue
+        ok = wide[[reference, o]].notna().all(axis=1).to_numpy()
+        a, b = wide[reference].to_numpy()[ok], wide[o].to_numpy()[ok]
+        d = stats.delong_roc_test(y[ok], a, b)
+        bs = stats.paired_bootstrap_auc_diff(y[ok], a, b, n_boot=n_boot, seed=seed)
+        rows.append({"comparison": f"{reference} vs {o}", "auc_reference": d["auc_a"],
+                     "auc_other": d["auc_b"], "auc_difference": d["diff"],
+                     "delong_ci": stats.format_ci(d["diff"], d["ci_low"], d["ci_high"]),
+                     "delong_p": d["p_value"],
+                     "bootstrap_ci": stats.format_ci(bs["diff"], bs["low"], bs["high"]),
+                     "bootstrap_p": bs["p_value"], "n_subjects": int(ok.sum())})
+    return pd.DataFrame(rows)
+
+
+TABLE2_METRICS = {"auc": "AUC-ROC", "f1": "F1", "accuracy": "accuracy", "ppv": "precision",
+                  "sensitivity": "recall (sensitivity)", "specificity": "specificity"}
+
+
+def table2_encoder_comparison(table: pd.DataFrame, encoders: dict[str, str], cohort_name: str,
+                              paper: dict[str, dict[str, float]], by: str = "model_label"
+                              ) -> pd.DataFrame:
+    """Table 2: per encoder, metrics as fold mean ± SD and pooled [95% CI], paper values beside."""
+    t = table.set_index(by)
+    rows = []
+    for enc, lab in encoders.items():
+        r = t.loc[lab]
+        row = {"encoder": enc, "model": lab}
+        for m, name in TABLE2_METRICS.items():
+            row[f"{name} (fold mean ± SD)"] = r[m]
+            row[f"{name} (pooled, 95% CI)"] = r[f"{m}_pooled"]
+        row["paper AUC"] = paper.get(enc, {}).get("auc", np.nan)
+        row["paper F1"] = paper.get(enc, {}).get("f1", np.nan)
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    out["note"] = comparison_note(cohort_name)
+    return out
+
+
+def table3_modality_comparison(table: pd.DataFrame, labels: dict[str, str], cohort_name: str,
+                               paper_auc: dict[str, float], by: str = "model_label"
+                               ) -> pd.DataFrame:
+    """Table 3: one row per modality, this run's metrics beside the paper's reported AUC.
+
+    Columns starting with ``_`` hold the numbers behind the shown strings (for records);
+    :func:`write_table` leaves them out."""
+    t = table.set_index(by)
+    rows = []
+    for modality, lab in labels.items():
+        r = t.loc[lab]
+        rows.append({"modality": modality, "model": lab,
+                     "AUC (fold mean ± SD)": r["auc"], "AUC (pooled, 95% CI)": r["auc_pooled"],
+                     "F1 (fold mean ± SD)": r["f1"], "sensitivity (pooled, 95% CI)":
+                     r["sensitivity_pooled"], "specificity (pooled, 95% CI)":
+                     r["specificity_pooled"], "balanced accuracy (pooled, 95% CI)":
+                     r["balanced_accuracy_pooled"],
+                     "paper AUC (MGH phyllodes)": paper_auc.get(modality, np.nan),
+                     "_auc_mean": r["auc_mean"], "_auc_sd": r["auc_sd"],
+                     "_auc_pooled_est": r["auc_pooled_est"], "_auc_pooled_low": r["auc_pooled_low"],
+                     "_auc_pooled_high": r["auc_pooled_high"]})
+    out = pd.DataFrame(rows)
+    out["note"] = comparison_note(cohort_name)
+    return out
+
+
+def table4_calibration(subj: pd.DataFrame, by: str = "model_label",
+                       columns: tuple[str, ...] = ("prob", "prob_recal")) -> pd.DataFrame:
+    """Brier score, calibration slope/intercept, ECE and mean predicted risk vs prevalence on
+    pooled test subjects, for the raw and the recalibrated probabilities."""
+    rows = []
+    test = subj[subj["split"] == "test"]
+    for model, g in test.groupby(by, sort=False):
+        for col in columns:
+            if col not in g:
+                continue
+            c = stats.calibration_summary(g["y"], g[col])
+            rows.append({"model": model,
+                         "probabilities": "recalibrated on inner validation"
+                         if col == "prob_recal" else "as trained (class-aware sampling)",
+                         "brier": c["brier"], "slope": c["slope"], "intercept": c["intercept"],
+                         "ece": c["ece"], "mean_predicted": float(g[col].mean()),
+                         "prevalence": float(g["y"].mean()), "n_subjects": int(len(g))})
+    return pd.DataFrame(rows)
+
+
+def table5_operating_point(subj: pd.DataFrame, by: str = "model_label", target: float = 0.95,
+                           column: str = "prob", n_boot: int = 1000, seed: int = 0
+                           ) -> pd.DataFrame:
+    """A high-sensitivity rule chosen on inner validation, applied to test subjects.
+
+    Per fold the threshold is the highest one reaching ``target`` sensitivity on that fold's
+    val subjects. Pooled over test subjects: achieved sensitivity, and the fraction of benign
+    (negative) subjects below the threshold — excisions that would be spared — each with a
+    subject-bootstrap 95% CI.
+    """
+    rows = []
+    for model, g in subj.groupby(by, sort=False):
+        flagged = []
+        for fold, f in g.groupby("fold"):
+            val, test = f[f["split"] == "val"], f[f["split"] == "test"]
+            thr = stats.threshold_for_sensitivity(val["y"], val[column], target)
+            flagged.append(test.assign(threshold=thr, positive=(test[column] >= thr)))
+        t = pd.concat(flagged)
+        y, pos = t["y"].to_numpy(), t["positive"].to_numpy().astype(float)
+
+        def sens(yy, pp):
+            return float(pp[yy == 1].mean()) if (yy == 1).any() else np.nan
+
+        def spared(yy, pp):
+            return float(1 - pp[yy == 0].mean()) if (yy == 0).any() else np.nan
+        ci_s = stats.cluster_bootstrap_ci(sens, y, pos, groups=t["subject_id"].to_numpy(),
+                                          n_boot=n_boot, seed=seed)
+        ci_b = stats.cluster_bootstrap_ci(spared, y, pos, groups=t["subject_id"].to_numpy(),
+                                          n_boot=n_boot, seed=seed)
+        missed = int(((y == 1) & (pos == 0)).sum())
+        rows.append({"model": model, "target_sensitivity": target,
+                     "thresholds_per_fold": ", ".join(f"{x:.3f}" for x in
+                                                      t.groupby("fold")["threshold"].first()),
+                     "sensitivity (95% CI)": stats.format_ci(ci_s["estimate"], ci_s["low"],
+                                                            ci_s["high"]),
+                     "benign spared excision (95% CI)": stats.format_ci(
+                         ci_b["estimate"], ci_b["low"], ci_b["high"]),
+                     "malignant missed": missed, "benign": int((y == 0).sum()),
+                     "positive": int((y == 1).sum()),
+                     "_sensitivity": ci_s["estimate"], "_spared": ci_b["estimate"],
+                     "_spared_low": ci_b["low"], "_spared_high": ci_b["high"]})
+    return pd.DataFrame(rows)
+
+
+def table6_cam_validation(study: Study, result: dict, images: ImageSet,
+                          randomisation_spearman: float | None = None) -> pd.DataFrame:
+    """Map validation for Grad-CAM++ (all test images) and Score-CAM (its subset), and the
+    rank correlation of the maps with those of a re-initialised encoder (fold 0).
+
+    A cohort without lesion masks (no ``mask_path`` column) gets one row per method saying so.
+    """
+    out = _cam_validation(study, result, images)
+    if randomisation_spearman is not None:
+        out["randomisation_spearman (fold 0, Grad-CAM++)"] = randomisation_spearman
+    return out
+
+
+def _cam_validation(study: Study, result: dict, images: ImageSet) -> pd.DataFrame:
+    if images.masks is None:
+        return pd.DataFrame([{"method": name, "group": "all", "n": int(len(rows)),
+                              "note": f"cohort {study.name} has no lesion masks (mask_path): "
+                                      "the maps cannot be validated"}
+                             for name, rows in (("Grad-CAM++", result["cam_rows"]),
+                                                ("Score-CAM", result["scorecam_rows"]))])
+    correct = result["per_image"].set_index("row")["correct"]
+    frames = []
+    for name, cams, rows in (("Grad-CAM++", result["cams_gradcampp"], result["cam_rows"]),
+                             ("Score-CAM", result["cams_scorecam"], result["scorecam_rows"])):
+        masks = (images.masks[torch.as_tensor(rows), 0] > 0).numpy()
+        t = explain.cam_validation_table(cams, masks, correct.loc[rows].to_numpy(),
+                                         tolerance_px=max(1, images.images.shape[-1] // 32))
+        frames.append(t.reset_index().assign(method=name))
+    return pd.concat(frames, ignore_index=True)[["method", "group", "n", "energy_inside",
+                                                 "energy_inside_sd", "chance_energy",
+                                                 "energy_lift", "hit_rate", "hit_low",
+                                                 "hit_high"]]
+
+
+def table7_modality_share(result: dict, cohort_name: str, paper_share: float,
+                          n_boot: int = 1000, seed: int = 0) -> tuple[pd.DataFrame, dict]:
+    """The image's share of the prediction: Shapley (subject-bootstrap CI) and ablation
+    estimates, with the paper's value beside them; also returns the Shapley CI dict."""
+    pi, abl = result["per_image"], result["ablation"]
+    share = explain.image_share_ci(pi["phi_image"], pi["phi_clinical"], groups=pi["subject_id"],
+                                   n_boot=n_boot, seed=seed)
+    table = pd.DataFrame([
+        {"estimate": "Shapley image share (|phi| over test images, all folds)",
+         "value": format_ci(share["estimate"], share["low"], share["high"]),
+         "paper": paper_share},
+        {"estimate": "ablation image share (mean ± SD over folds)",
+         "value": f"{abl['image_share'].mean():.3f} ± {abl['image_share'].std(ddof=1):.3f}",
+         "paper": paper_share},
+        {"estimate": "AUC both / no image / no clinical (mean over folds)",
+         "value": f"{abl['auc_both'].mean():.3f} / {abl['auc_no_image'].mean():.3f} / "
+                  f"{abl['auc_no_clinical'].mean():.3f}", "paper": float("nan")},
+    ])
+    table["note"] = comparison_note(cohort_name)
+    return table, share
+
+
+def table8_clinical_importance(importance: pd.DataFrame) -> pd.DataFrame:
+    """Mean AUC drop per clinical feature over folds (weighted by test images)."""
+    if importance.empty:
+        return importance
+    w = importance.assign(wd=importance["auc_drop_mean"] * importance["n_test"])
+    g = w.groupby("feature")
+    out = pd.DataFrame({"auc_drop_mean": g["wd"].sum() / g["n_test"].sum(),
+                        "auc_drop_sd_between_folds": g["auc_drop_mean"].std(ddof=1),
+                        "folds": g.size()})
+    return out.sort_values("auc_drop_mean", ascending=False).reset_index()
+
+
 def write_table(df: pd.DataFrame, cohort: str, stem: str, caption: str = "",
-                index: bool = False) -> dict[str, Path]:
-    """Write ``tables/<cohort>/<stem>.{csv,md,tex}``; return the paths."""
+                index: bool = False, digits: int | None = None) -> dict[str, Path]:
+    """Write ``tables/<cohort>/<stem>.{csv,md,tex}``; return the paths.
+
+    Columns whose name starts with ``_`` (numbers kept beside their formatted strings for the
+    notebooks' records) are not written; ``digits`` rounds the numbers."""
+    df = df[[c for c in df.columns if not str(c).startswith("_")]]
+    if digits is not None:
+        df = df.round(digits)
     d = paths.tables_dir(cohort)
     out = {ext: d / f"{stem}.{ext}" for ext in ("csv", "md", "tex")}
     df.to_csv(out["csv"], index=index)
@@ -109,16 +349,14 @@ def write_table(df: pd.DataFrame, cohort: str, stem: str, caption: str = "",
     return out
 
 
-def write_record(record: dict, cohort: str, name: str) -> Path:
-    """Write what a notebook measured as ``results/<cohort>/<name>.json`` for later steps."""
-    p = paths.results_dir(cohort) / f"{name}.json"
-    p.write_text(json.dumps(record, indent=2, default=_json_default))
+def write_record(record: dict, study: Study, name: str) -> Path:
+    """Write what a notebook measured as ``results/<cohort>/<name>.json`` for later steps and
+    the tests, with the result's provenance (resolved profile, seed, commit) under
+    ``provenance``."""
+    p = paths.results_dir(study.name) / f"{name}.json"
+    p.write_text(json.dumps({**record, "provenance": provenance(study)}, indent=2,
+                            default=_json_default))
     return p
-
-
-def read_record(cohort: str, name: str) -> dict:
-    p = paths.results_dir(cohort) / f"{name}.json"
-    return json.loads(p.read_text())
 
 
 def _json_default(o):

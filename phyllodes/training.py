@@ -29,6 +29,7 @@ import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -39,11 +40,43 @@ from torch.utils.data import WeightedRandomSampler
 from .clinical import ClinicalEncoder
 from .cohort import Cohort
 from .images import ImageSet, augment, to_float
-from .models import PhyllodesNet, resolve_pretrained
+from .models import PhyllodesNet, predict_proba, resolve_pretrained
 from .profiles import Profile
 from .splits import fold_subjects, inner_split
 
 CLASSICAL = ("logreg", "random_forest", "gradient_boosting")
+
+#: Version of the training recipe. Run ids hash it: bump it whenever a change alters what a run
+#: computes, so that old runs are never reused.
+RECIPE_VERSION = 3
+#: The modules whose code decides what a run computes, and their fingerprint
+#: (:func:`recipe_fingerprint`) when RECIPE_VERSION was last reviewed. tests/test_runs.py fails
+#: when the code changes without this being updated: then bump RECIPE_VERSION if what a run
+#: computes changed, and record the new fingerprint either way.
+RECIPE_MODULES = ("training", "models", "clinical", "images", "imageio", "pretrained", "splits",
+                  "cohort", "contract")
+RECIPE_SOURCE = "5f513d3fb39b3d65"
+
+
+def recipe_fingerprint() -> str:
+    """Hash of the recipe modules' code (syntax trees without docstrings: comments, docstrings
+    and formatting do not count)."""
+    import ast
+    import hashlib
+    from pathlib import Path
+    h = hashlib.sha256()
+    for name in RECIPE_MODULES:
+        tree = ast.parse((Path(__file__).parent / f"{name}.py").read_text())
+        tree.body = [n for n in tree.body if not (  # the recorded fingerprint itself
+            isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "RECIPE_SOURCE")]
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
+                    and isinstance(body[0].value, ast.Constant)
+                    and isinstance(body[0].value.value, str)):
+                node.body = body[1:] or [ast.Pass()]
+        h.update(name.encode() + ast.dump(tree).encode())
+    return h.hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -56,6 +89,28 @@ class RunSpec:
     fusion: str = "concat"
     fold: int = 0
     seed: int = 0
+
+    @property
+    def uses_images(self) -> bool:
+        """Whether the run's model takes the image (image-only and multimodal runs)."""
+        return self.modality != "clinical"
+
+    @property
+    def is_classical(self) -> bool:
+        """A scikit-learn model on the clinical features (no network)."""
+        return self.modality == "clinical" and self.model in CLASSICAL
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        """Which Profile settings apply to this run (their ``scope``; see profiles.py)."""
+        s = {"all"}
+        if not self.is_classical:
+            s.add("neural")
+        if self.uses_images:
+            s.add("images")
+        if self.modality == "clinical" and self.model == "mlp":
+            s.add("clinical_mlp")
+        return frozenset(s)
 
     @property
     def label(self) -> str:
@@ -140,9 +195,14 @@ def train_classical(cohort: Cohort, parts: dict, spec: RunSpec) -> RunOutput:
 
     t0 = time.perf_counter()
     enc = ClinicalEncoder(cohort).fit(parts["train"])
-    subj = cohort.subjects.set_index("subject_id")
-    x_tr = enc.transform_subjects(parts["train"])
-    y_tr = subj.loc[parts["train"], "y"].to_numpy()
+    if enc.width == 0:
+        raise ValueError(f"cohort '{cohort.name}' has no clinical features: a clinical model "
+                         "has nothing to learn from (the study runs image-only)")
+    rows = _rows(cohort, parts["train"])
+    train = cohort.images.iloc[rows]
+    x_tr, y_tr = enc.transform_images(train), train["y"].to_numpy()
+    # one image row per image; each subject weighs 1 in total, however many images it has
+    w_subject = 1.0 / train.groupby("subject_id")["subject_id"].transform("size").to_numpy()
     seed = run_seed(spec)
     if spec.model == "logreg":
         clf = LogisticRegression(C=1.0, class_weight="balanced", max_iter=5000)
@@ -154,8 +214,9 @@ def train_classical(cohort: Cohort, parts: dict, spec: RunSpec) -> RunOutput:
                                          subsample=0.8, random_state=seed)
     else:
         raise ValueError(f"unknown clinical model '{spec.model}'; use mlp or one of {CLASSICAL}")
-    clf.fit(x_tr, y_tr, sample_weight=compute_sample_weight("balanced", y_tr)
-            if spec.model == "gradient_boosting" else None)
+    w = w_subject * (compute_sample_weight("balanced", y_tr)
+                     if spec.model == "gradient_boosting" else 1.0)
+    clf.fit(x_tr, y_tr, sample_weight=w)
     preds = []
     for split in ("val", "test"):
         rows = _rows(cohort, parts[split])
@@ -167,36 +228,21 @@ def train_classical(cohort: Cohort, parts: dict, spec: RunSpec) -> RunOutput:
 
 def uses_pretrained(spec: RunSpec, profile: Profile) -> bool:
     """Whether this run's encoder starts from ImageNet weights (see models.resolve_pretrained)."""
-    if spec.modality == "clinical":
-        return False
-    return resolve_pretrained(spec.model, profile.pretrained)
+    return spec.uses_images and resolve_pretrained(spec.model, profile.pretrained)
 
 
-def build_model(spec: RunSpec, profile: Profile, n_clinical: int,
+def build_model(spec: RunSpec, settings: Mapping[str, Any], n_clinical: int, pretrained: bool,
                 encoder_weights: str | None = None) -> PhyllodesNet:
+    """The network of a run: the one builder, for training (``settings`` = the profile) and
+    for reloading a finished run (its recorded settings, ``pretrained=False``)."""
     return PhyllodesNet(
         spec.modality, n_clinical=n_clinical,
-        encoder=None if spec.modality == "clinical" else spec.model,
-        fusion=spec.fusion, pretrained=uses_pretrained(spec, profile),
-        encoder_weights=encoder_weights, clinical_hidden=profile.clinical_hidden,
-        head_hidden=profile.head_hidden, dropout=profile.dropout,
-        freeze_fraction=profile.freeze_fraction, img_size=profile.image_size)
-
-
-@torch.inference_mode()
-def predict(model: PhyllodesNet, images: torch.Tensor | None, clinical: torch.Tensor,
-            rows: torch.Tensor, batch_size: int, device: str) -> np.ndarray:
-    """Probabilities for the given rows (images uint8 on ``device``)."""
-    model.eval()
-    out = []
-    amp = device.startswith("cuda")
-    for i in range(0, len(rows), max(batch_size, 64)):
-        b = rows[i:i + max(batch_size, 64)]
-        xb = to_float(images[b]) if images is not None else None
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-            logit = model(xb, clinical[b])
-        out.append(torch.sigmoid(logit.float()).cpu())
-    return torch.cat(out).numpy() if out else np.zeros(0)
+        encoder=spec.model if spec.uses_images else None,
+        fusion=spec.fusion, pretrained=pretrained,
+        encoder_weights=encoder_weights, clinical_hidden=settings["clinical_hidden"],
+        head_hidden=settings["head_hidden"], dropout=settings["dropout"],
+        freeze_fraction=settings.get("freeze_fraction", 0.0),
+        img_size=settings.get("image_size"))
 
 
 class Trainer:
@@ -220,7 +266,7 @@ class Trainer:
         self.x_clin = torch.as_tensor(self.encoder.transform_images(cohort.images), device=device)
         self.y_all = torch.tensor(cohort.images["y"].to_numpy(copy=True), dtype=torch.float32,
                                   device=device)
-        self.uses_images = spec.modality != "clinical"
+        self.uses_images = spec.uses_images
         self.x_img = None
         if self.uses_images:
             if image_set is None:
@@ -228,7 +274,8 @@ class Trainer:
             self.x_img = image_set.images.to(device)
             if device.startswith("cuda"):
                 self.x_img = self.x_img.contiguous(memory_format=torch.channels_last)
-        model = build_model(spec, profile, self.x_clin.shape[1], encoder_weights).to(device)
+        model = build_model(spec, profile.to_dict(), self.x_clin.shape[1],
+                            uses_pretrained(spec, profile), encoder_weights).to(device)
         if device.startswith("cuda") and self.uses_images:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
@@ -238,7 +285,7 @@ class Trainer:
         self.rows = {k: torch.as_tensor(_rows(cohort, v), device=device) for k, v in parts.items()}
         y_train = cohort.images["y"].to_numpy()[self.rows["train"].cpu().numpy()]
         self.sampler = class_aware_sampler(y_train, seed)
-        is_clin = spec.modality == "clinical"
+        is_clin = not spec.uses_images
         self.epochs = profile.clinical_epochs if is_clin else profile.epochs
         self.patience = max(profile.patience, self.epochs // 5) if is_clin else profile.patience
         self.batch_size = profile.batch_size
@@ -295,8 +342,11 @@ class Trainer:
         return float(total) / n
 
     def predict(self, split: str) -> np.ndarray:
-        return predict(self.model, self.x_img, self.x_clin, self.rows[split], self.batch_size,
-                       self.device)
+        """Probabilities of the split's rows (the inner-validation or test subjects' images)."""
+        rows = self.rows[split]
+        return predict_proba(self.model, self.x_img[rows] if self.uses_images else None,
+                             self.x_clin[rows], max(self.batch_size, 64),
+                             torch.bfloat16 if self.amp else None)
 
 
 def train_neural(cohort: Cohort, parts: dict, spec: RunSpec, profile: Profile,
@@ -348,7 +398,7 @@ def train_run(cohort: Cohort, splits: pd.DataFrame, spec: RunSpec, profile: Prof
     """Train and predict one run (see the module docstring for the protocol)."""
     parts = fold_partition(cohort, splits, spec.fold, profile.inner_val_fraction,
                            seed=run_seed(spec))
-    if spec.modality == "clinical" and spec.model in CLASSICAL:
+    if spec.is_classical:
         out = train_classical(cohort, parts, spec)
     else:
         out = train_neural(cohort, parts, spec, profile, image_set, device, encoder_weights,

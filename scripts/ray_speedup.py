@@ -14,7 +14,7 @@ import os
 import tempfile
 import time
 
-from phyllodes.runs import grid_specs, run_grid
+from phyllodes.grid import grid_specs, run_grid
 from phyllodes.study import open_study
 
 

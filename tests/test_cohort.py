@@ -51,7 +51,7 @@ def test_unknown_label(cohort_copy):
     def f(d):
         d.loc[3, "label"] = "fibroadenoma"
         return d
-    df = _edit(cohort_copy, f)
+    _edit(cohort_copy, f)
     msg = _error(cohort_copy)
     # line 5 = header + 4th row; every image of that subject is reported
     assert "cohort.csv line 5, column 'label': unknown label 'fibroadenoma'" in msg
@@ -98,7 +98,8 @@ def test_subject_inconsistent_values(cohort_copy):
 
     def f(d):
         d.loc[rows[1], "bmi"] = "99.9"
-        d.loc[rows[1], "label"] = "malignant" if d.loc[rows[0], "label"] != "malignant" else "benign"
+        first = d.loc[rows[0], "label"]
+        d.loc[rows[1], "label"] = "malignant" if first != "malignant" else "benign"
         return d
     _edit(cohort_copy, f)
     msg = _error(cohort_copy)

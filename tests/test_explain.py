@@ -23,7 +23,7 @@ from scipy import special  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from phyllodes import explain as ex  # noqa: E402
-from phyllodes import models  # noqa: E402
+from phyllodes import figures, models  # noqa: E402
 from phyllodes.models import PhyllodesNet  # noqa: E402
 
 N_CLIN = 5
@@ -410,14 +410,14 @@ def test_plot_helpers():
     imgs, cams = rng.random((5, 16, 16)), rng.random((5, 16, 16))
     masks = np.zeros((5, 16, 16), bool)
     masks[:, 4:9, 4:9] = True
-    fig = ex.plot_cam_grid(imgs, cams, titles=[f"case {i}" for i in range(5)], masks=masks,
+    fig = figures.cam_grid(imgs, cams, titles=[f"case {i}" for i in range(5)], masks=masks,
                            ncols=3)
     assert len(fig.axes) == 6 and fig.axes[4].get_title() == "case 4"
     assert len(fig.axes[0].images) == 2
-    fig2 = ex.plot_modality_share({"concat": 0.6, "late": 0.4},
+    fig2 = figures.fig7_modality_share({"concat": 0.6, "late": 0.4},
                                   {"concat": (0.5, 0.7), "late": (0.3, 0.5)})
     assert len(fig2.axes[0].patches) == 2
-    fig3 = ex.plot_feature_importance(pd.DataFrame(
+    fig3 = figures.fig8_clinical_importance(pd.DataFrame(
         {"feature": ["a", "b", "c"], "auc_drop_mean": [0.1, 0.0, 0.05],
          "auc_drop_sd": [0.01, 0.0, np.nan]}))
     assert [p.get_width() for p in fig3.axes[0].patches] == pytest.approx([0.0, 0.05, 0.1])

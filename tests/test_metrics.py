@@ -44,9 +44,17 @@ def _random_preds(n_sub: int = 60, k: int = 4, models=("a", "b"), seed: int = 0)
             for s in range(n_sub):
                 split = "test" if fold[s] == f else ("val" if s % 3 == 0 else None)
                 for i in range(n_img[s] if split else 0):
-                    rows.append(dict(model=model, subject_id=f"S{s:03d}", image_path=f"S{s:03d}_{i}.png",
-                                     fold=f, split=split, y=int(y[s]),
-                                     prob=float(np.clip(0.35 * y[s] + 0.65 * rng.random(), 0, 1))))
+                    rows.append(
+                        dict(
+                            model=model,
+                            subject_id=f"S{s:03d}",
+                            image_path=f"S{s:03d}_{i}.png",
+                            fold=f,
+                            split=split,
+                            y=int(y[s]),
+                            prob=float(np.clip(0.35 * y[s] + 0.65 * rng.random(), 0, 1)),
+                        )
+                    )
     return pd.DataFrame(rows)
 
 
@@ -81,7 +89,9 @@ def test_binary_metrics_hand_example():
     assert (m["threshold"], m["n"], m["n_pos"]) == (0.5, 10, 4)
     # a higher threshold moves 0.55 and 0.6 to negative: TP 2, FP 1, TN 5, FN 2
     m2 = binary_metrics(y, p, threshold=0.58)
-    assert (m2["sensitivity"], m2["specificity"], m2["ppv"], m2["npv"]) == pytest.approx((0.5, 5 / 6, 2 / 3, 5 / 7))
+    assert (m2["sensitivity"], m2["specificity"], m2["ppv"], m2["npv"]) == pytest.approx(
+        (0.5, 5 / 6, 2 / 3, 5 / 7)
+    )
     assert m2["auc"] == m["auc"]
 
 
@@ -119,19 +129,27 @@ def test_fast_bootstrap_metrics_equal_sklearn():
             fast = M._FAST_METRICS[m](y, score)
             assert fast == pytest.approx(full[m], abs=1e-12, nan_ok=True), (trial, m)
         if y.sum():
-            assert M._fast_average_precision(y, s) == pytest.approx(average_precision_score(y, s), abs=1e-12)
+            assert M._fast_average_precision(y, s) == pytest.approx(
+                average_precision_score(y, s), abs=1e-12
+            )
 
 
 # --------------------------------------------------------------------------- subject level
 
 
 def test_subject_level_averages_images_per_subject_and_run():
-    df = _preds([
-        ("A", 0, "test", 1, 0.2), ("A", 0, "test", 1, 0.6), ("A", 0, "test", 1, 0.7),
-        ("B", 0, "test", 0, 0.4),
-        ("A", 1, "val", 1, 0.9), ("A", 1, "val", 1, 0.5),  # same subject, other fold/split
-        ("C", 1, "test", 0, 0.1), ("C", 1, "test", 0, 0.3),
-    ])
+    df = _preds(
+        [
+            ("A", 0, "test", 1, 0.2),
+            ("A", 0, "test", 1, 0.6),
+            ("A", 0, "test", 1, 0.7),
+            ("B", 0, "test", 0, 0.4),
+            ("A", 1, "val", 1, 0.9),
+            ("A", 1, "val", 1, 0.5),  # same subject, other fold/split
+            ("C", 1, "test", 0, 0.1),
+            ("C", 1, "test", 0, 0.3),
+        ]
+    )
     df["model"] = "m1"
     df2 = df.assign(model="m2", prob=1 - df["prob"])
     both = pd.concat([df, df2], ignore_index=True)
@@ -157,7 +175,9 @@ def test_subject_level_keeps_rows_with_missing_extra_keys():
 
 
 def test_subject_level_rejects_inconsistent_y():
-    df = _preds([("A", 0, "test", 1, 0.2), ("P042", 0, "test", 0, 0.3), ("P042", 0, "test", 1, 0.9)])
+    df = _preds(
+        [("A", 0, "test", 1, 0.2), ("P042", 0, "test", 0, 0.3), ("P042", 0, "test", 1, 0.9)]
+    )
     with pytest.raises(ValueError, match="P042"):
         subject_level(df)
     # also across folds of one run
@@ -199,10 +219,18 @@ def _inner_case() -> pd.DataFrame:
     """Fold 0: val subjects imply a threshold of 0.9 (negatives 0.81-0.85, positives 0.9-0.95);
     test subjects would give another one (positives 0.86-0.88)."""
     rows = [
-        ("V1", 0, "val", 0, 0.81), ("V2", 0, "val", 0, 0.84), ("V3", 0, "val", 0, 0.85),
-        ("V4", 0, "val", 1, 0.90), ("V4", 0, "val", 1, 0.90), ("V5", 0, "val", 1, 0.95),
-        ("T1", 0, "test", 0, 0.60), ("T2", 0, "test", 0, 0.70), ("T3", 0, "test", 0, 0.89),
-        ("T4", 0, "test", 1, 0.86), ("T5", 0, "test", 1, 0.88), ("T6", 0, "test", 1, 0.97),
+        ("V1", 0, "val", 0, 0.81),
+        ("V2", 0, "val", 0, 0.84),
+        ("V3", 0, "val", 0, 0.85),
+        ("V4", 0, "val", 1, 0.90),
+        ("V4", 0, "val", 1, 0.90),
+        ("V5", 0, "val", 1, 0.95),
+        ("T1", 0, "test", 0, 0.60),
+        ("T2", 0, "test", 0, 0.70),
+        ("T3", 0, "test", 0, 0.89),
+        ("T4", 0, "test", 1, 0.86),
+        ("T5", 0, "test", 1, 0.88),
+        ("T6", 0, "test", 1, 0.97),
     ]
     return _preds(rows)
 
@@ -233,11 +261,16 @@ def test_inner_threshold_comes_from_val_rows_only():
 
 def test_inner_threshold_uses_the_same_level():
     # val subject V4 has images 0.70 and 0.96 (mean 0.83); negatives 0.75, 0.80
-    df = _preds([
-        ("V1", 0, "val", 0, 0.75), ("V2", 0, "val", 0, 0.80),
-        ("V4", 0, "val", 1, 0.70), ("V4", 0, "val", 1, 0.96),
-        ("T1", 0, "test", 0, 0.2), ("T2", 0, "test", 1, 0.9),
-    ])
+    df = _preds(
+        [
+            ("V1", 0, "val", 0, 0.75),
+            ("V2", 0, "val", 0, 0.80),
+            ("V4", 0, "val", 1, 0.70),
+            ("V4", 0, "val", 1, 0.96),
+            ("T1", 0, "test", 0, 0.2),
+            ("T2", 0, "test", 1, 0.9),
+        ]
+    )
     assert fold_metrics(df, "subject", "inner")["threshold"].item() == pytest.approx(0.83)
     assert fold_metrics(df, "image", "inner")["threshold"].item() == pytest.approx(0.96)
     assert fold_metrics(df, "image", "0.5")["n"].item() == 2
@@ -283,11 +316,15 @@ def test_fold_metrics_and_mean_sd_against_numpy():
 
 
 def test_summarize_folds_skips_undefined_folds():
-    fm = pd.DataFrame({"fold": [0, 1, 2], "threshold": 0.5, **{m: [0.2, np.nan, 0.6] for m in METRICS}})
+    fm = pd.DataFrame(
+        {"fold": [0, 1, 2], "threshold": 0.5, **{m: [0.2, np.nan, 0.6] for m in METRICS}}
+    )
     s = summarize_folds(fm).set_index("metric")
     assert "model" not in s.columns
     assert s.at["ppv", "n_folds"] == 2
-    assert s.at["ppv", "mean"] == pytest.approx(0.4) and s.at["ppv", "sd"] == pytest.approx(np.std([0.2, 0.6], ddof=1))
+    assert s.at["ppv", "mean"] == pytest.approx(0.4) and s.at["ppv", "sd"] == pytest.approx(
+        np.std([0.2, 0.6], ddof=1)
+    )
 
 
 def _two_offset_folds() -> pd.DataFrame:
@@ -296,8 +333,12 @@ def _two_offset_folds() -> pd.DataFrame:
     rows = []
     for f, (lo, hi) in enumerate([(0.1, 0.2), (0.8, 0.9)]):
         for i in range(2):
-            rows += [(f"N{f}{i}", f, "test", 0, lo), (f"P{f}{i}", f, "test", 1, hi),
-                     (f"vN{f}{i}", f, "val", 0, lo), (f"vP{f}{i}", f, "val", 1, hi)]
+            rows += [
+                (f"N{f}{i}", f, "test", 0, lo),
+                (f"P{f}{i}", f, "test", 1, hi),
+                (f"vN{f}{i}", f, "val", 0, lo),
+                (f"vP{f}{i}", f, "val", 1, hi),
+            ]
     return _preds(rows)
 
 
@@ -314,7 +355,9 @@ def test_pooled_differs_from_fold_mean():
     # pooled pairs: positives 0.2, 0.2, 0.9, 0.9 vs negatives 0.1, 0.1, 0.8, 0.8:
     # 0.2 beats the two 0.1 (x2 = 4 pairs), 0.9 beats all four (x2 = 8) -> 12 / 16
     assert pooled["auc"] == pytest.approx(12 / 16)
-    assert pooled["auc"] == pytest.approx(roc_auc_score(df.loc[df.split == "test", "y"], df.loc[df.split == "test", "prob"]))
+    assert pooled["auc"] == pytest.approx(
+        roc_auc_score(df.loc[df.split == "test", "y"], df.loc[df.split == "test", "prob"])
+    )
     # pooled: TP = 2, FP = 2, FN = 2, TN = 2 -> F1 = 4/8, PPV 0.5
     assert pooled["f1"] == pytest.approx(0.5) and pooled["ppv"] == 0.5
     assert summarize_folds(fm).set_index("metric").at["f1", "mean"] == pytest.approx(1 / 3)
@@ -335,7 +378,15 @@ def test_metrics_table_columns_and_cis():
         pooled = pooled_metrics(df, threshold=thr)
         assert tab["model"].tolist() == ["a", "b", "c"]
         for m in METRICS:
-            for suffix in ("", "_pooled", "_mean", "_sd", "_pooled_est", "_pooled_low", "_pooled_high"):
+            for suffix in (
+                "",
+                "_pooled",
+                "_mean",
+                "_sd",
+                "_pooled_est",
+                "_pooled_low",
+                "_pooled_high",
+            ):
                 assert f"{m}{suffix}" in tab.columns
             est, low, high = tab[f"{m}_pooled_est"], tab[f"{m}_pooled_low"], tab[f"{m}_pooled_high"]
             np.testing.assert_allclose(est, pooled[m])
@@ -345,16 +396,30 @@ def test_metrics_table_columns_and_cis():
     # the CI equals cluster_bootstrap_ci with scikit-learn functions on pooled subject rows
     test = subject_level(df)
     test = test[(test["model"] == "b") & (test["split"] == "test")]
-    ref_auprc = cluster_bootstrap_ci(average_precision_score, test["y"], test["prob"],
-                                     groups=test["subject_id"], n_boot=200, seed=1)
+    ref_auprc = cluster_bootstrap_ci(
+        average_precision_score,
+        test["y"],
+        test["prob"],
+        groups=test["subject_id"],
+        n_boot=200,
+        seed=1,
+    )
     labels = (test["prob"] >= 0.5).astype(int)
-    ref_f1 = cluster_bootstrap_ci(lambda a, b: f1_score(a, b.astype(int)), test["y"], labels,
-                                  groups=test["subject_id"], n_boot=200, seed=1)
+    ref_f1 = cluster_bootstrap_ci(
+        lambda a, b: f1_score(a, b.astype(int)),
+        test["y"],
+        labels,
+        groups=test["subject_id"],
+        n_boot=200,
+        seed=1,
+    )
     tab = metrics_table(df, threshold="0.5", n_boot=200, seed=1).set_index("model")
     assert (tab.at["b", "auprc_pooled_low"], tab.at["b", "auprc_pooled_high"]) == pytest.approx(
-        (ref_auprc["low"], ref_auprc["high"]))
+        (ref_auprc["low"], ref_auprc["high"])
+    )
     assert (tab.at["b", "f1_pooled_low"], tab.at["b", "f1_pooled_high"]) == pytest.approx(
-        (ref_f1["low"], ref_f1["high"]))
+        (ref_f1["low"], ref_f1["high"])
+    )
     assert tab.at["b", "f1_pooled_est"] == pytest.approx(ref_f1["estimate"])
 
 
@@ -362,14 +427,17 @@ def test_image_level_bootstrap_resamples_subjects():
     df = _random_preds(n_sub=40, models=("a",))
     tab = metrics_table(df, level="image", n_boot=200, seed=2).iloc[0]
     test = df[df["split"] == "test"]
-    ref = cluster_bootstrap_ci(roc_auc_score, test["y"], test["prob"], groups=test["subject_id"],
-                               n_boot=200, seed=2)
+    ref = cluster_bootstrap_ci(
+        roc_auc_score, test["y"], test["prob"], groups=test["subject_id"], n_boot=200, seed=2
+    )
     assert tab["n"] == len(test)
     assert (tab["auc_pooled_est"], tab["auc_pooled_low"], tab["auc_pooled_high"]) == pytest.approx(
-        (ref["estimate"], ref["low"], ref["high"]))
+        (ref["estimate"], ref["low"], ref["high"])
+    )
     unclustered = cluster_bootstrap_ci(roc_auc_score, test["y"], test["prob"], n_boot=200, seed=2)
     assert (tab["auc_pooled_low"], tab["auc_pooled_high"]) != pytest.approx(
-        (unclustered["low"], unclustered["high"]))
+        (unclustered["low"], unclustered["high"])
+    )
 
 
 def test_bad_arguments():

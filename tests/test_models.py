@@ -5,8 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from phyllodes.models import (PhyllodesNet, PretrainedWeightsError, create_encoder,
-                              freeze_encoder_fraction, resolve_pretrained)
+from phyllodes.models import (
+    PhyllodesNet,
+    PretrainedWeightsError,
+    create_encoder,
+    freeze_encoder_fraction,
+    resolve_pretrained,
+)
 
 
 @pytest.mark.parametrize("modality,fusion", [("clinical", "concat"), ("image", "concat"),

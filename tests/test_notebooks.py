@@ -73,7 +73,8 @@ def test_notebook01_smoke_on_bundled_cohort(smoke_run):
     for ext in ("csv", "md", "tex"):
         assert (out / "tables" / "breast-lesions-usg" / f"table1_cohort.{ext}").stat().st_size > 500
     for ext in ("png", "pdf"):
-        assert (out / "figures" / "breast-lesions-usg" / f"fig1_examples.{ext}").stat().st_size > 5000
+        fig = out / "figures" / "breast-lesions-usg" / f"fig1_examples.{ext}"
+        assert fig.stat().st_size > 5000
     assert (out / "executed" / "smoke" / "01_data_curation.ipynb").exists()
     splits = pd.read_csv(out / "tables" / "breast-lesions-usg" / "splits_2fold_seed0.csv")
     assert len(splits) == 252 and splits["subject_id"].is_unique
@@ -144,7 +145,8 @@ def test_notebook04_records_encoders_calibration_and_utility(smoke_run):
         assert 0 <= lo <= rec["spared"][m] <= hi <= 1
     t2 = pd.read_csv(out / "tables" / "breast-lesions-usg" / "table2_encoder_comparison.csv")
     assert t2["encoder"].tolist() == ["resnet10t", "efficientnet_lite0"]
-    assert {"AUC-ROC (pooled, 95% CI)", "precision (pooled, 95% CI)", "paper AUC"} <= set(t2.columns)
+    assert {"AUC-ROC (pooled, 95% CI)", "precision (pooled, 95% CI)",
+            "paper AUC"} <= set(t2.columns)
     for stem in ("fig4_encoder_forest", "fig5_calibration", "fig6_decision_curves"):
         assert (out / "figures" / "breast-lesions-usg" / f"{stem}.png").exists()
 
@@ -178,9 +180,14 @@ def test_all_notebooks_on_a_hospital_schema_cohort_without_masks_or_roi(tmp_path
     dst = tmp_path / "hospital-demo"
     dst.mkdir()
     df = pd.read_csv(src / "cohort.csv", dtype=str, keep_default_na=False)
+    # an image-level input: the side of each image may differ between a subject's images
+    df["side"] = ["left" if i % 2 else "right" for i in range(len(df))]
     df.drop(columns=["mask_path", "roi_x0", "roi_y0", "roi_x1", "roi_y1"]).to_csv(
         dst / "cohort.csv", index=False)
-    (dst / "cohort.yaml").write_text((src / "cohort.yaml").read_text())
+    import yaml
+    cfg = yaml.safe_load((src / "cohort.yaml").read_text())
+    cfg["image_categorical_features"] = ["side"]
+    (dst / "cohort.yaml").write_text(yaml.safe_dump(cfg))
     import shutil
     shutil.copytree(src / "images", dst / "images")
     out = tmp_path / "out"
@@ -189,9 +196,46 @@ def test_all_notebooks_on_a_hospital_schema_cohort_without_masks_or_roi(tmp_path
     rec1 = _record(out, "hospital-demo", "nb01_data_curation")
     assert rec1["n_subjects"] == 40 and rec1["labels"]["borderline"] == 10
     assert rec1["n_images"] > 40
+    assert {"feature": "side", "level": "image"}.items() <= next(
+        f for f in rec1["features"] if f["feature"] == "side").items()
     rec3 = _record(out, "hospital-demo", "nb03_multimodal_training")
     assert set(rec3["modality_auc"]) == {"clinical", "image", "multimodal"}
     rec5 = _record(out, "hospital-demo", "nb05_explainability")
     assert rec5["n_test_images"] == rec1["n_images"]
     assert all("no lesion masks" in v["note"] for v in rec5["cam_validation"])
     assert not (paths.ROOT / "tables" / "hospital-demo").exists()  # outputs went to `out`
+
+
+@pytest.mark.slow
+def test_all_notebooks_on_an_image_only_cohort(tmp_path):
+    """A cohort that declares no clinical features runs the whole study image-only: the clinical
+    and multimodal parts are skipped with a note; Table 1, the image baselines, the encoder
+    comparison, calibration, utility and the CAMs still come out."""
+    import shutil
+
+    import yaml
+
+    from phyllodes.artifacts import ARTIFACTS
+    from phyllodes.synthetic import make_synthetic_cohort
+    src = make_synthetic_cohort(tmp_path / "c", n_subjects=40, seed=2, image_size=48,
+                                name="images-only")
+    cfg = yaml.safe_load((src / "cohort.yaml").read_text())
+    for k in ("numeric_features", "categorical_features"):
+        cfg.pop(k)
+    (src / "cohort.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "out"
+    done = run_notebooks("smoke", str(src), "cpu", 0, out)
+    assert len(done) == len(NOTEBOOKS)
+    for a in ARTIFACTS:
+        for f in a.files("images-only"):
+            assert (out / f).exists() != a.needs_clinical, (a.name, f)
+    t = pd.read_csv(out / "tables" / "images-only" / "table_unimodal_baselines.csv")
+    assert t["model"].str.startswith("image").all()
+    assert "skipped" in _record(out, "images-only", "nb03_multimodal_training")
+    rec4 = _record(out, "images-only", "nb04_encoder_comparison")
+    assert rec4["compared_as"] == "image"
+    rec5 = _record(out, "images-only", "nb05_explainability")
+    assert rec5["explained"] == "image" and rec5["image_share"] is None
+    executed = (out / "executed" / "smoke" / "03_multimodal_training.ipynb").read_text()
+    assert "has no clinical features" in executed
+    shutil.rmtree(tmp_path / "c")

@@ -60,7 +60,9 @@ def test_packaged_file_has_expected_keys():
 
 def test_mapping_covers_every_timm_parameter_and_buffer():
     mapped = pt.lite0_state_dict_for_timm()
-    expected = timm.create_model(pt.TIMM_MODEL_NAME, pretrained=False, num_classes=1000).state_dict()
+    expected = timm.create_model(
+        pt.TIMM_MODEL_NAME, pretrained=False, num_classes=1000
+    ).state_dict()
     assert set(mapped) == set(expected)
     for k, v in expected.items():
         assert mapped[k].shape == v.shape, k

@@ -7,8 +7,15 @@ import pytest
 
 from phyllodes import paths
 from phyllodes.cohort import load_cohort
-from phyllodes.splits import (SplitsError, fold_subjects, get_or_make_splits, inner_split,
-                              load_splits, make_splits, save_splits)
+from phyllodes.splits import (
+    SplitsError,
+    fold_subjects,
+    get_or_make_splits,
+    inner_split,
+    load_splits,
+    make_splits,
+    save_splits,
+)
 
 
 @pytest.fixture(scope="module")
@@ -40,14 +47,18 @@ def test_same_seed_same_folds_other_seed_other_folds(public):
     c = make_splits(public, 5, seed=4)
     pd.testing.assert_frame_equal(a, b)
     assert not a.set_index("subject_id")["fold"].equals(
-        c.set_index("subject_id").loc[a["subject_id"], "fold"])
+        c.set_index("subject_id").loc[a["subject_id"], "fold"]
+    )
 
 
 def test_roundtrip_and_never_overwrite(public, tmp_path):
     sp = make_splits(public, 5, seed=0)
     p = save_splits(sp, tmp_path / "splits.csv")
     back = load_splits(p, public)
-    assert back.set_index("subject_id")["fold"].to_dict() == sp.set_index("subject_id")["fold"].to_dict()
+    assert (
+        back.set_index("subject_id")["fold"].to_dict()
+        == sp.set_index("subject_id")["fold"].to_dict()
+    )
     with pytest.raises(FileExistsError):
         save_splits(sp, p)
     # an edited file is reused as is
@@ -63,7 +74,9 @@ def test_bad_splits_files_are_explained(public, tmp_path):
     sp = make_splits(public, 5, seed=0)[["subject_id", "fold"]]
     p = tmp_path / "s.csv"
     sp.iloc[1:].to_csv(p, index=False)
-    with pytest.raises(SplitsError, match="1 subject\\(s\\) of cohort 'breast-lesions-usg' have no fold"):
+    with pytest.raises(
+        SplitsError, match="1 subject\\(s\\) of cohort 'breast-lesions-usg' have no fold"
+    ):
         load_splits(p, public)
     pd.concat([sp, sp.iloc[[0]]]).to_csv(p, index=False)
     with pytest.raises(SplitsError, match=f"subject '{sp.iloc[0, 0]}' appears more than once"):

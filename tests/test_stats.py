@@ -25,7 +25,6 @@ from phyllodes.stats import (
     threshold_for_sensitivity,
 )
 
-
 # --------------------------------------------------------------------------- reference DeLong
 
 
@@ -105,7 +104,9 @@ def test_delong_se_agrees_with_paired_bootstrap_se():
     dl = delong_roc_test(y, a, b)
     bs = paired_bootstrap_auc_diff(y, a, b, n_boot=2000, seed=3)
     assert bs["diff"] == pytest.approx(dl["diff"], abs=1e-12)
-    assert bs["auc_a"] == pytest.approx(roc_auc_score(y, a)) and bs["auc_b"] == pytest.approx(roc_auc_score(y, b))
+    assert bs["auc_a"] == pytest.approx(roc_auc_score(y, a)) and bs["auc_b"] == pytest.approx(
+        roc_auc_score(y, b)
+    )
     assert bs["n_boot_valid"] == 2000
     assert bs["se"] == pytest.approx(dl["se"], rel=0.15)
     # single-score variance too
@@ -175,7 +176,8 @@ def test_bootstrap_coverage_independent_binormal():
 
 
 def test_cluster_bootstrap_resamples_whole_subjects():
-    """Each subject's row copied 3 times: resampling subjects must reproduce the unduplicated bootstrap."""
+    """Each subject's row copied 3 times: resampling subjects must reproduce the unduplicated
+    bootstrap."""
     rng = np.random.default_rng(3)
     y = rng.integers(0, 2, size=60)
     s = y + rng.normal(size=60)
@@ -189,7 +191,9 @@ def test_cluster_bootstrap_resamples_whole_subjects():
     assert naive["se"] / base["se"] == pytest.approx(1 / np.sqrt(3), rel=0.12)
     # string subject ids work the same way
     ids = np.array([f"subj{i:03d}" for i in range(60)])
-    by_name = cluster_bootstrap_ci(roc_auc_score, y3, s3, groups=np.repeat(ids, 3), n_boot=1000, seed=9)
+    by_name = cluster_bootstrap_ci(
+        roc_auc_score, y3, s3, groups=np.repeat(ids, 3), n_boot=1000, seed=9
+    )
     assert by_name["low"] == pytest.approx(base["low"], abs=1e-12)
 
 
@@ -199,7 +203,9 @@ def test_generic_metric_path_matches_vectorised_auc_and_counts_invalid():
     s = np.array([0.9, 0.4, 0.4, 0.3, 0.2, 0.6])  # a positive-negative tie
     g = np.array([0, 0, 1, 1, 2, 2])
     fast = cluster_bootstrap_ci(roc_auc_score, y, s, groups=g, n_boot=400, seed=4)
-    slow = cluster_bootstrap_ci(lambda a, b: roc_auc_score(a, b), y, s, groups=g, n_boot=400, seed=4)
+    slow = cluster_bootstrap_ci(
+        lambda a, b: roc_auc_score(a, b), y, s, groups=g, n_boot=400, seed=4
+    )
     assert fast["n_boot_valid"] == slow["n_boot_valid"] < 400
     for key in ("estimate", "low", "high", "se"):
         assert fast[key] == pytest.approx(slow[key], abs=1e-12)
@@ -213,7 +219,9 @@ def test_vectorised_auc_replicates_equal_sklearn_with_ties_and_clusters():
     y = np.repeat(rng.integers(0, 2, size=40), 2)
     s = rng.integers(0, 4, size=80) + y  # many ties within and across classes
     fast = cluster_bootstrap_ci(roc_auc_score, y, s, groups=g, n_boot=200, seed=2)
-    slow = cluster_bootstrap_ci(lambda a, b: roc_auc_score(a, b), y, s, groups=g, n_boot=200, seed=2)
+    slow = cluster_bootstrap_ci(
+        lambda a, b: roc_auc_score(a, b), y, s, groups=g, n_boot=200, seed=2
+    )
     assert fast["n_boot_valid"] == slow["n_boot_valid"] == 200
     for key in ("estimate", "low", "high", "se"):
         assert fast[key] == pytest.approx(slow[key], abs=1e-12)
@@ -316,7 +324,9 @@ def test_net_benefit_hand_example():
     np.testing.assert_allclose(net_benefit_treat_all(y, t), [0.4, 0.25, -0.2, -2.0], atol=1e-12)
     df = decision_curve(y, p, t)
     assert list(df.columns) == ["threshold", "model", "treat_all", "treat_none"]
-    pd.testing.assert_series_equal(df["model"], pd.Series([0.4, 0.2, 0.0, 0.1], name="model"), atol=1e-12)
+    pd.testing.assert_series_equal(
+        df["model"], pd.Series([0.4, 0.2, 0.0, 0.1], name="model"), atol=1e-12
+    )
     assert (df["treat_none"] == 0).all()
     with pytest.raises(ValueError):
         net_benefit(y, p, [1.0])

@@ -11,7 +11,8 @@ import torch
 
 from phyllodes import runs as runs_mod
 from phyllodes.clinical import ClinicalEncoder
-from phyllodes.runs import execute_run, grid_specs, load_predictions, run_grid
+from phyllodes.grid import grid_specs, run_grid
+from phyllodes.runs import execute_run, load_predictions
 from phyllodes.study import open_study
 from phyllodes.training import RunSpec, class_aware_sampler, train_run, warmup_cosine
 
@@ -60,8 +61,8 @@ def test_clinical_transformer_never_sees_test_values(study):
         b = ClinicalEncoder(cohort).fit(train_ids)
     finally:
         cohort.images = original
-    sa = a.transformer.named_transformers_["num"].named_steps["scale"]
-    sb = b.transformer.named_transformers_["num"].named_steps["scale"]
+    sa = a.transformers["subject"].named_transformers_["num"].named_steps["scale"]
+    sb = b.transformers["subject"].named_transformers_["num"].named_steps["scale"]
     np.testing.assert_array_equal(sa.mean_, sb.mean_)
     np.testing.assert_array_equal(sa.scale_, sb.scale_)
     assert a.feature_names == b.feature_names
@@ -71,7 +72,7 @@ def test_clinical_transformer_never_sees_test_values(study):
         c = ClinicalEncoder(cohort).fit(train_ids + test_ids)
     finally:
         cohort.images = original
-    assert c.transformer.named_transformers_["num"].named_steps["scale"].mean_[0] > 1e4
+    assert c.transformers["subject"].named_transformers_["num"].named_steps["scale"].mean_[0] > 1e4
 
 
 def test_class_aware_sampler_draws_classes_evenly():
@@ -196,7 +197,7 @@ def test_torch_compile_option_trains_the_same_model(study):
                          progress=False)
     np.testing.assert_allclose(compiled.predictions["prob"], eager.predictions["prob"],
                                atol=2e-3)
-    # compile is part of the run's identity only when on
-    assert "compile" not in run_config(study, spec, imgs.key)["settings"]
+    # compile is part of the run's identity
+    assert run_config(study, spec, imgs.key)["settings"]["compile"] is False
     study.profile = compiled_profile
     assert run_config(study, spec, imgs.key)["settings"]["compile"] is True

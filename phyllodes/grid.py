@@ -1,5 +1,10 @@
-"""Spread a grid of runs over a Ray cluster (``executor="ray"``), losing nothing when a worker dies.
+"""A grid of runs, executed locally (in this process, one after the other) or on Ray.
 
+:func:`grid_specs` lists the runs of a grid; :func:`run_grid` executes them, skipping finished
+ones. Both executors plan every run with :func:`phyllodes.runs.planned_run` and train it with
+:func:`phyllodes.runs.execute_run`, so they write the same run folders.
+
+Ray (``executor="ray"``) spreads the runs over a cluster, losing nothing when a worker dies.
 Each run is one Ray task asking for one GPU when the cluster has GPUs, else ``cpus_per_run``
 CPUs. The task rebuilds the study from its files (cohort folder, splits file, profile) and
 calls :func:`phyllodes.runs.execute_run`, which writes the run's folder under the shared
@@ -22,8 +27,12 @@ import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
 
 from . import paths
+from .runs import execute_run, planned_run
 from .study import Study
 from .training import RunSpec
 
@@ -90,7 +99,6 @@ def _run_task(files: StudyFiles, spec: RunSpec, overwrite: bool, encoder_weights
               threads: int, fault=None) -> str:
     import torch
 
-    from .runs import execute_run
     if threads:
         torch.set_num_threads(threads)
     gpu = bool(os.environ.get("CUDA_VISIBLE_DEVICES")) and torch.cuda.is_available()
@@ -99,20 +107,54 @@ def _run_task(files: StudyFiles, spec: RunSpec, overwrite: bool, encoder_weights
                            before_write=fault))
 
 
-def run_grid(study: Study, specs: list[RunSpec], executor: str = "ray", overwrite: bool = False,
-             encoder_weights: str | None = None, address: str | None = None,
-             max_retries: int = 2, cpus_per_run: int = 1, num_cpus: int | None = None,
-             fault=None) -> list[Path]:
+def grid_specs(modalities: Iterable[str], models: dict[str, Iterable[str]],
+               fusions: Iterable[str], folds: Iterable[int], seeds: Iterable[int]
+               ) -> list[RunSpec]:
+    """All runs of a grid. ``models`` maps modality -> model names."""
+    specs = []
+    for seed in seeds:
+        for modality in modalities:
+            for model in models[modality]:
+                for fusion in (fusions if modality == "multimodal" else ["concat"]):
+                    for fold in folds:
+                        specs.append(RunSpec(modality, model, fusion, int(fold), int(seed)))
+    return specs
+
+
+EXECUTORS = ("local", "ray")
+
+
+def run_grid(study: Study, specs: list[RunSpec], overwrite: bool = False,
+             encoder_weights: str | None = None, progress: bool = True,
+             executor: str = "local", address: str | None = None,
+             **executor_options) -> list[Path]:
+    """Execute every run of the grid (finished runs are skipped); return their folders in the
+    order of ``specs``.
+
+    ``executor``: 'local' (sequential, in this process) or 'ray' (one Ray task per run, on the
+    cluster at ``address`` or a local Ray instance; options: ``max_retries``,
+    ``cpus_per_run``, ``num_cpus``, ``fault``).
+    """
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS}, got '{executor}'")
+    if executor == "ray":
+        return _run_grid_ray(study, specs, overwrite, encoder_weights, address,
+                             **executor_options)
+    from tqdm.auto import tqdm
+    return [execute_run(study, spec, overwrite, encoder_weights, progress)
+            for spec in tqdm(specs, desc="runs", disable=not progress)]
+
+
+def _run_grid_ray(study: Study, specs: list[RunSpec], overwrite: bool = False,
+                  encoder_weights: str | None = None, address: str | None = None,
+                  max_retries: int = 2, cpus_per_run: int = 1, num_cpus: int | None = None,
+                  fault=None) -> list[Path]:
     """Execute the grid's runs as Ray tasks; return their folders in the order of ``specs``."""
-    if executor != "ray":
-        raise ValueError(f"unknown executor '{executor}'; use 'local' or 'ray'")
     try:
         import ray
     except ImportError:
         raise ImportError("executor='ray' needs Ray: pip install 'ray[default]' (or the "
                           "project's extra: pip install -e '.[ray]')") from None
-    from .images import image_tensor
-    from .runs import is_finished, needs_images, run_config, run_id
 
     if not ray.is_initialized():
         ray.init(address=address, num_cpus=num_cpus if address is None else None,
@@ -121,20 +163,14 @@ def run_grid(study: Study, specs: list[RunSpec], executor: str = "ray", overwrit
     resources = {"num_gpus": 1, "num_cpus": cpus_per_run} if gpus else {"num_cpus": cpus_per_run}
     task = ray.remote(max_retries=max_retries, retry_exceptions=True, **resources)(_run_task)
     files = StudyFiles.of(study)
-    prof = study.profile
-    image_key = None
+    threads = study.profile.num_threads or cpus_per_run
     out: dict[int, Path] = {}
     pending = {}
     for i, spec in enumerate(specs):
-        if needs_images(spec) and image_key is None:
-            image_key = image_tensor(study.cohort, prof.image_size, prof.use_roi,
-                                     prof.roi_margin).key  # decode once, on the driver
-        cfg = run_config(study, spec, image_key if needs_images(spec) else None, encoder_weights)
-        d = paths.runs_dir(study.name) / run_id(cfg)
-        if is_finished(d) and not overwrite:
-            out[i] = d
+        plan = planned_run(study, spec, encoder_weights)  # images hashed once, on the driver
+        if plan.finished and not overwrite:
+            out[i] = plan.run_dir
             continue
-        threads = prof.num_threads or cpus_per_run
         pending[task.remote(files, spec, overwrite, encoder_weights, threads, fault)] = (i, spec)
     log.info("ray: %d run(s) finished already, %d submitted", len(out), len(pending))
     failures: dict[str, str] = {}
@@ -151,6 +187,25 @@ def run_grid(study: Study, specs: list[RunSpec], executor: str = "ray", overwrit
     if failures:
         raise GridError(failures, [out[i] for i in sorted(out)])
     return [out[i] for i in range(len(specs))]
+
+
+def grid_summary(run_dirs: list[Path], n_boot: int = 1000, seed: int = 0) -> str:
+    """A Markdown table of the grid's models: pooled out-of-fold subject AUC with its 95%
+    subject-bootstrap CI, fold mean ± SD, and the runs, folds and subjects behind them."""
+    from .evaluation import comparison_table
+    from .runs import load_predictions
+
+    preds = load_predictions(run_dirs)
+    if preds["seed"].nunique() > 1:
+        preds["model_label"] = preds["model_label"] + " · seed " + preds["seed"].astype(str)
+    t = comparison_table(preds, n_boot=n_boot, seed=seed)
+    runs = preds.groupby("model_label")["run_id"].nunique()
+    out = pd.DataFrame({"model": t["model_label"],
+                        "pooled subject AUC [95% CI]": t["auc_pooled"],
+                        "AUC fold mean ± SD": t["auc"],
+                        "runs": t["model_label"].map(runs).to_numpy(),
+                        "folds": t["n_folds"], "test subjects": t["n"]})
+    return out.to_markdown(index=False)
 
 
 def shutdown() -> None:

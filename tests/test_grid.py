@@ -8,8 +8,8 @@ import pytest
 ray = pytest.importorskip("ray", reason="the Ray executor is optional: pip install -e '.[ray]'")
 
 from phyllodes import paths  # noqa: E402
-from phyllodes.distributed import FailOnce, GridError, shutdown  # noqa: E402
-from phyllodes.runs import grid_specs, load_predictions, run_grid  # noqa: E402
+from phyllodes.grid import FailOnce, GridError, grid_specs, run_grid, shutdown  # noqa: E402
+from phyllodes.runs import load_predictions  # noqa: E402
 from phyllodes.study import open_study  # noqa: E402
 
 SPECS = grid_specs(["clinical", "image", "multimodal"],

@@ -1,0 +1,145 @@
+"""Run ids: every result-changing setting and the recipe version are in them, nothing else."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields, replace
+
+import pytest
+
+from phyllodes import runs, training
+from phyllodes.profiles import PROFILES, ROLES, SCOPES, Profile
+from phyllodes.study import open_study
+from phyllodes.training import RunSpec
+
+SPECS = {"classical": RunSpec("clinical", "logreg"), "mlp": RunSpec("clinical", "mlp"),
+         "image": RunSpec("image", "resnet10t"),
+         "multimodal": RunSpec("multimodal", "resnet10t", "concat")}
+#: which of SPECS each scope applies to
+APPLIES = {"all": set(SPECS), "neural": {"mlp", "image", "multimodal"},
+           "images": {"image", "multimodal"}, "clinical_mlp": {"mlp"}}
+
+
+@pytest.fixture(scope="module")
+def study(synthetic_cohort_dir, tmp_path_factory):
+    return open_study("smoke", synthetic_cohort_dir, device="cpu", seed=0,
+                      output_dir=str(tmp_path_factory.mktemp("out")), image_size=32)
+
+
+def test_every_profile_field_declares_its_role_and_scope():
+    for f in fields(Profile):
+        assert f.metadata.get("role") in ROLES, f"Profile.{f.name} declares no role"
+        assert f.metadata.get("scope") in SCOPES, f"Profile.{f.name} declares no scope"
+
+
+def test_a_field_without_a_role_fails_the_check():
+    from dataclasses import dataclass, field
+
+    @dataclass(frozen=True)
+    class Careless(Profile):
+        new_lr: float = field(default=0.1)
+
+    missing = [f.name for f in fields(Careless) if f.metadata.get("role") not in ROLES]
+    assert missing == ["new_lr"]
+
+
+def _changed(value):
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 1 if isinstance(value, int) else value * 1.5 + 0.01
+    if isinstance(value, str):
+        return {"required": "none", "if_cached": "none", "none": "required"}.get(value,
+                                                                                 value + "x")
+    if isinstance(value, tuple):
+        return value + ("x",)
+    raise AssertionError(f"no change rule for {value!r}")
+
+
+def _ids(study, profile):
+    study = replace(study, profile=profile)
+    return {k: runs.planned_run(study, s).run_id for k, s in SPECS.items()}
+
+
+@pytest.mark.parametrize("name", [f.name for f in fields(Profile) if f.name != "image_size"])
+def test_a_setting_changes_the_run_ids_it_applies_to_and_no_other(study, name):
+    f = Profile.__dataclass_fields__[name]
+    base = study.profile
+    if name == "pretrained":  # hashed as the resolved yes/no; smoke's 'none' -> 'required'
+        changed = replace(base, pretrained="required")
+    else:
+        changed = replace(base, **{name: _changed(getattr(base, name))})
+    before, after = _ids(study, base), _ids(study, changed)
+    role, scope = f.metadata["role"], f.metadata["scope"]
+    for kind in SPECS:
+        moved = before[kind] != after[kind]
+        expected = role == "result" and kind in APPLIES[scope]
+        assert moved == expected, (name, kind, role, scope)
+
+
+def test_image_size_changes_image_runs_only(synthetic_cohort_dir, tmp_path):
+    # image_size changes the image cache key as well
+    a = open_study("smoke", synthetic_cohort_dir, device="cpu", output_dir=str(tmp_path),
+                   image_size=32)
+    b = open_study("smoke", synthetic_cohort_dir, device="cpu", output_dir=str(tmp_path),
+                   image_size=40)
+    ia, ib = _ids(a, a.profile), _ids(b, b.profile)
+    assert {k for k in SPECS if ia[k] != ib[k]} == {"image", "multimodal"}
+
+
+def test_bumping_the_recipe_version_makes_new_run_ids(study, monkeypatch):
+    before = _ids(study, study.profile)
+    monkeypatch.setattr(training, "RECIPE_VERSION", training.RECIPE_VERSION + 1)
+    after = _ids(study, study.profile)
+    assert all(before[k] != after[k] for k in SPECS)
+
+
+def test_recipe_code_fingerprint_is_recorded():
+    now = training.recipe_fingerprint()
+    assert now == training.RECIPE_SOURCE, (
+        f"the training recipe's code changed (fingerprint {now}, recorded "
+        f"{training.RECIPE_SOURCE}). If what a run computes changed, bump "
+        f"training.RECIPE_VERSION; either way set training.RECIPE_SOURCE = '{now}'.")
+
+
+def test_recipe_fingerprint_ignores_docstrings_but_not_code(tmp_path, monkeypatch):
+    import shutil
+    from pathlib import Path
+    pkg = tmp_path / "phyllodes"
+    shutil.copytree(Path(training.__file__).parent, pkg)
+    monkeypatch.setattr(training, "__file__", str(pkg / "training.py"))
+    base = training.recipe_fingerprint()
+    src = (pkg / "models.py").read_text()
+    (pkg / "models.py").write_text(src.replace('"""One dual-branch network', '"""A network', 1)
+                                   + "\n# a comment\n")
+    assert training.recipe_fingerprint() == base
+    (pkg / "models.py").write_text(src.replace("nn.ReLU()", "nn.GELU()", 1))
+    assert training.recipe_fingerprint() != base
+
+
+def test_encoder_weights_file_content_is_in_the_id(study, tmp_path):
+    w = tmp_path / "w.pth"
+    w.write_bytes(b"one")
+    spec = SPECS["image"]
+    a = runs.planned_run(study, spec, str(w)).run_id
+    w.write_bytes(b"two!")
+    b = runs.planned_run(study, spec, str(w)).run_id
+    assert a != b != runs.planned_run(study, spec).run_id
+    assert runs.planned_run(study, SPECS["mlp"], str(w)).run_id == \
+        runs.planned_run(study, SPECS["mlp"]).run_id  # no image branch: weights do not apply
+
+
+def test_run_config_records_profile_commit_and_recipe(study):
+    d = runs.execute_run(study, SPECS["classical"], progress=False)
+    cfg = json.loads((d / "config.json").read_text())
+    assert cfg["profile"] == json.loads(json.dumps(study.profile.to_dict()))
+    assert cfg["recipe_version"] == training.RECIPE_VERSION
+    assert set(cfg["code"]) == {"commit", "dirty"}
+    import subprocess
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                          cwd=runs.paths.ROOT).stdout.strip()
+    assert cfg["code"]["commit"] == (head or None)
+
+
+def test_profiles_are_profiles():
+    assert all(isinstance(p, Profile) and p.name == k for k, p in PROFILES.items())
