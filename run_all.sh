@@ -6,12 +6,17 @@
 #   ./run_all.sh --tests              set up, then run the test suite (what CI runs)
 #   ./run_all.sh --profile smoke --cohort data/private/mgh --device cuda --output /scratch/out
 #   ./run_all.sh --only 01,03         only these notebooks
+#   ./run_all.sh --weights-dir DIR    encoder weights files, one per encoder (offline GPU nodes)
+#   ./run_all.sh --report             rebuild report/<cohort>/index.html from existing outputs
+#   ./run_all.sh --check              rerun the study (quick) in a scratch folder and compare
+#                                     its tables with the committed ones (what CI runs too)
 #   ./run_all.sh --setup              only create/refresh the environment
 set -euo pipefail
 cd "$(dirname "$0")"
 
 profile="" cohort="breast-lesions-usg" device="auto" output="" only="" mode="notebooks" seed=0
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
+weights_dir=""
+usage() { awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --profile) profile="$2"; shift 2 ;;
@@ -20,7 +25,10 @@ while [ $# -gt 0 ]; do
     --output) output="$2"; shift 2 ;;
     --seed) seed="$2"; shift 2 ;;
     --only) only="$2"; shift 2 ;;
+    --weights-dir) weights_dir="$2"; shift 2 ;;
     --tests) mode="tests"; shift ;;
+    --report) mode="report"; shift ;;
+    --check) mode="check"; shift ;;
     --setup) mode="setup"; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "run_all.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
@@ -49,6 +57,15 @@ fi
 
 case "$mode" in
   setup) echo "run_all.sh: environment ready ($PY)"; exit 0 ;;
+  report)
+    args=(--cohort "$cohort")
+    [ -n "$output" ] && args+=(--output "$output")
+    [ -n "$profile" ] && args+=(--profile "$profile")
+    exec "$PY" -m phyllodes report "${args[@]}" ;;
+  check)
+    args=()
+    [ -n "$output" ] && args+=(--output "$output")
+    exec "$PY" -m phyllodes check "${args[@]}" ;;
   tests)
     test_stamp=$(sha256sum requirements-test.txt | cut -c1-16)
     if [ "$PY" = ".venv/bin/python" ] && [ "$(cat .venv/.phyllodes-test-installed 2>/dev/null)" != "$test_stamp" ]; then
@@ -68,4 +85,5 @@ fi
 args=(--profile "$profile" --cohort "$cohort" --device "$device" --seed "$seed")
 [ -n "$output" ] && args+=(--output "$output")
 [ -n "$only" ] && args+=(--only "$only")
+[ -n "$weights_dir" ] && args+=(--weights-dir "$weights_dir")
 exec "$PY" -m phyllodes notebooks "${args[@]}"

@@ -20,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     nb.add_argument("--seed", type=int, default=0)
     nb.add_argument("--output", default=None, help="root of tables/, figures/, results/")
     nb.add_argument("--only", default="", help="comma-separated notebook numbers, e.g. 01,03")
+    nb.add_argument("--weights-dir", default=None, help="a folder of encoder weights files, "
+                    "one per encoder name (<encoder>.pth/.pt/.safetensors/.bin)")
 
     cv = sub.add_parser("convert-breast", help="derive the bundled cohort from the "
                         "BrEaST-Lesions_USG release")
@@ -48,6 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     cli_runs.add_parsers(sub)
     # commands with their own argument parser: everything after the name goes to them
     delegated = {"readme": ("phyllodes.readme", "regenerate README.md's generated sections"),
+                 "check": ("phyllodes.check", "rerun the study into a scratch folder and "
+                           "compare its tables with the committed ones"),
+                 "report": ("phyllodes.report", "rebuild the HTML report from existing "
+                            "outputs"),
+                 "fetch-weights": ("phyllodes.preflight", "download timm's ImageNet weights "
+                                   "of a profile's encoders (on a machine with internet)"),
                  "import-dicom": ("phyllodes.dicom", "a hospital DICOM export + clinical "
                                   "spreadsheet -> a de-identified cohort")}
     for name, (_, text) in delegated.items():

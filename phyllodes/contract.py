@@ -578,7 +578,7 @@ def apply_exclusions(ck: Checks) -> None:
         rows.append({"column": col, "values": ", ".join(rule["values"]),
                      "reason": rule["reason"], "n_rows": int(hit.sum())})
         if hit.any():
-            log.warning("excluded %d row(s) of %s where %s in %s: %s", int(hit.sum()),
+            log.info("excluded %d row(s) of %s where %s in %s: %s", int(hit.sum()),
                         ck.csv_path.name, col, rule["values"], rule["reason"])
         ck.df = ck.df[~hit]
     ck.exclusions = pd.DataFrame(rows, columns=["column", "values", "reason", "n_rows"])

@@ -102,3 +102,21 @@ def decision_curves(subj: pd.DataFrame, by: str = "model_label", column: str = "
         d = stats.decision_curve(g["y"], g[column], t)
         frames.append(d.assign(model_label=model))
     return pd.concat(frames, ignore_index=True)
+
+
+def late_fusion(preds: pd.DataFrame, labels: list[str], label: str) -> pd.DataFrame:
+    """The late fusion of finished models: per image, the mean of their predicted log-odds
+    (nothing is fit, so nothing can leak). Returns prediction rows (inner-validation and test)
+    with ``model_label`` = ``label``, to concatenate with ``preds``."""
+    keys = ["subject_id", "image_path", "fold", "split", "y"]
+    parts = [preds[preds["model_label"] == lab].set_index(keys)["prob"] for lab in labels]
+    if any(p.empty for p in parts):
+        missing = [lab for lab, p in zip(labels, parts) if p.empty]
+        raise ValueError(f"late fusion needs the predictions of {missing}")
+    logits = [np.log(p.clip(1e-6, 1 - 1e-6) / (1 - p.clip(1e-6, 1 - 1e-6))) for p in parts]
+    mean = pd.concat(logits, axis=1, join="inner").mean(axis=1)
+    out = (1 / (1 + np.exp(-mean))).rename("prob").reset_index()
+    first = preds[preds["model_label"] == labels[0]].drop_duplicates("modality")
+    return out.assign(modality="multimodal", model="late_fusion", fusion="late",
+                      seed=int(first["seed"].iloc[0]), pretrained=bool(first["pretrained"].iloc[0]),
+                      model_label=label, run_id="late-fusion:" + "+".join(labels))

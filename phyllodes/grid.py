@@ -22,6 +22,7 @@ folder on storage every node sees.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -32,6 +33,7 @@ from typing import Iterable
 import pandas as pd
 
 from . import paths
+from .progress import bars_wanted, emit
 from .runs import execute_run, planned_run
 from .study import Study
 from .training import RunSpec
@@ -140,9 +142,35 @@ def run_grid(study: Study, specs: list[RunSpec], overwrite: bool = False,
     if executor == "ray":
         return _run_grid_ray(study, specs, overwrite, encoder_weights, address,
                              **executor_options)
+    return _run_grid_local(study, specs, overwrite, encoder_weights, progress)
+
+
+def _run_grid_local(study: Study, specs: list[RunSpec], overwrite: bool,
+                    encoder_weights: str | None, progress: bool) -> list[Path]:
+    """The runs one after the other in this process, with progress events and bars."""
+    import time
+
     from tqdm.auto import tqdm
-    return [execute_run(study, spec, overwrite, encoder_weights, progress)
-            for spec in tqdm(specs, desc="runs", disable=not progress)]
+    plans = [planned_run(study, spec, encoder_weights) for spec in specs]
+    todo = [p.spec.label for p in plans if overwrite or not p.finished]
+    emit("grid", n=len(plans), to_train=len(todo), labels=todo)
+    out = []
+    for k, plan in enumerate(tqdm(plans, desc="runs", disable=not bars_wanted(progress)), 1):
+        spec = plan.spec
+        if plan.finished and not overwrite:
+            emit("run_skip", k=k, label=spec.label, fold=spec.fold)
+            out.append(plan.run_dir)
+            continue
+        emit("run_start", k=k, label=spec.label, fold=spec.fold)
+        t0 = time.perf_counter()
+        d = execute_run(study, spec, overwrite, encoder_weights, progress)
+        m = json.loads((d / "metrics.json").read_text())
+        emit("run_end", k=k, label=spec.label, fold=spec.fold,
+             seconds=time.perf_counter() - t0,
+             best_epoch=m["best_epoch"] if m["best_epoch"] >= 0 else None,
+             val_auc=m["val"]["auc"])
+        out.append(d)
+    return out
 
 
 def _run_grid_ray(study: Study, specs: list[RunSpec], overwrite: bool = False,
@@ -173,6 +201,7 @@ def _run_grid_ray(study: Study, specs: list[RunSpec], overwrite: bool = False,
             continue
         pending[task.remote(files, spec, overwrite, encoder_weights, threads, fault)] = (i, spec)
     log.info("ray: %d run(s) finished already, %d submitted", len(out), len(pending))
+    emit("grid", n=len(specs), to_train=len(pending))
     failures: dict[str, str] = {}
     remaining = list(pending)
     while remaining:
@@ -180,6 +209,9 @@ def _run_grid_ray(study: Study, specs: list[RunSpec], overwrite: bool = False,
         i, spec = pending[done[0]]
         try:
             out[i] = Path(ray.get(done[0]))
+            m = json.loads((out[i] / "metrics.json").read_text())
+            emit("run_end", k=i + 1, label=spec.label, fold=spec.fold, seconds=m["seconds"],
+                 best_epoch=m["best_epoch"], val_auc=m["val"]["auc"])
         except Exception as e:  # RayTaskError, WorkerCrashedError, ...
             first = str(e).strip().splitlines()
             failures[f"{spec.label} fold {spec.fold} seed {spec.seed}"] = (

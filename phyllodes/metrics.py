@@ -363,7 +363,8 @@ def summarize_folds(
     """Returns one row per model (``by`` columns) and metric: ``metric``, ``n_folds`` (folds
     where it is defined), ``mean``, ``sd`` (ddof=1) and the text ``mean_sd`` ("0.912 ± 0.031").
 
-    Folds where a metric is NaN (undefined) are left out of its mean and SD.
+    Folds where a metric is NaN (undefined) are left out of its mean and SD, and the text says
+    so ("0.714 (1 of 5 folds)", "undefined on every fold"; see stats.format_mean_sd).
     """
     models = _model_columns(fold_df, by)
     metrics = [m for m in METRICS if m in fold_df.columns]
@@ -372,6 +373,7 @@ def summarize_folds(
     for key, g in groups:
         for m in metrics:
             v = g[m].to_numpy(float)
+            n_total = v.size
             v = v[np.isfinite(v)]
             rows.append(
                 {
@@ -380,7 +382,7 @@ def summarize_folds(
                     "n_folds": int(v.size),
                     "mean": float(v.mean()) if v.size else np.nan,
                     "sd": float(v.std(ddof=1)) if v.size > 1 else np.nan,
-                    "mean_sd": format_mean_sd(v if v.size else [np.nan], digits=digits),
+                    "mean_sd": format_mean_sd(v, digits=digits, n_total=n_total),
                 }
             )
     return pd.DataFrame(rows, columns=[*models, "metric", "n_folds", "mean", "sd", "mean_sd"])

@@ -16,6 +16,7 @@ Fusion of the multimodal model:
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +93,18 @@ def _load_local_weights(model: nn.Module, path: Path, name: str) -> None:
 
 
 WEIGHTS_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin")
+#: a folder of weights files, one per encoder name, used for every encoder (``--weights-dir``)
+WEIGHTS_DIR_ENV = "PHYLLODES_WEIGHTS_DIR"
+
+
+def weights_file(name: str, encoder_weights: str | Path | None = None) -> str | None:
+    """The local weights file a run of encoder ``name`` uses: ``encoder_weights`` when given,
+    else ``<name>.*`` in the weights folder of ``PHYLLODES_WEIGHTS_DIR``, else None (timm's
+    ImageNet weights or a package's)."""
+    if encoder_weights:
+        return str(encoder_weights)
+    found = local_weights_file(name, os.environ.get(WEIGHTS_DIR_ENV))
+    return str(found) if found else None
 
 
 def local_weights_file(name: str, weights_dir: str | Path | None) -> Path | None:

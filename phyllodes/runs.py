@@ -35,7 +35,7 @@ import torch
 from . import paths, training
 from .clinical import ClinicalEncoder
 from .metrics import binary_metrics, subject_level
-from .models import PhyllodesNet
+from .models import PhyllodesNet, weights_file
 from .provenance import provenance
 from .study import Study
 from .training import RunOutput, RunSpec, build_model, train_run, uses_pretrained
@@ -117,7 +117,11 @@ class PlannedRun:
 
 
 def planned_run(study: Study, spec: RunSpec, encoder_weights: str | None = None) -> PlannedRun:
-    """The one planner: image key → config → id → folder (see :attr:`PlannedRun.finished`)."""
+    """The one planner: image key → config → id → folder (see :attr:`PlannedRun.finished`).
+
+    ``encoder_weights``: a local weights file of the encoder; without it, the weights folder
+    (``--weights-dir``) is looked in (:func:`phyllodes.models.weights_file`)."""
+    encoder_weights = weights_file(spec.model, encoder_weights) if spec.uses_images else None
     config = run_config(study, spec, study.image_key() if spec.uses_images else None,
                         encoder_weights)
     rid = run_id(config)
@@ -172,7 +176,8 @@ def execute_run(study: Study, spec: RunSpec, overwrite: bool = False,
         return plan.run_dir
     out = train_run(study.cohort, study.splits, spec, study.profile,
                     study.images() if spec.uses_images else None, study.device,
-                    encoder_weights, progress)
+                    weights_file(spec.model, encoder_weights) if spec.uses_images else None,
+                    progress)
     if before_write is not None:  # a hook for tests (simulated interruptions)
         before_write(spec)
     return write_run(plan, out, study, overwrite)

@@ -441,9 +441,23 @@ def format_ci(est: float, low: float, high: float, digits: int = 3) -> str:
     return f"{est:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
-def format_mean_sd(values: Sequence[float] | np.ndarray, digits: int = 3, ddof: int = 1) -> str:
-    """Returns e.g. ``"0.912 ± 0.031"`` (mean ± SD with ``ddof``; SD is NaN when undefined)."""
+def format_mean_sd(values: Sequence[float] | np.ndarray, digits: int = 3, ddof: int = 1,
+                   n_total: int | None = None) -> str:
+    """Returns e.g. ``"0.912 ± 0.031"``: mean ± SD (``ddof``) of the finite values.
+
+    Undefined values (NaN: a metric undefined on a fold) are left out and said so:
+    ``"0.912 ± 0.031 (4 of 5 folds)"``, ``"0.714 (1 of 5 folds)"`` with one defined value (no
+    SD), ``"undefined on every fold"`` with none. ``n_total`` is the number of values before
+    the undefined ones were removed (default: ``len(values)``).
+    """
     v = np.asarray(values, dtype=float).ravel()
-    mean = float(np.mean(v))
-    sd = float(np.std(v, ddof=ddof)) if v.size > ddof else np.nan
-    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+    total = v.size if n_total is None else int(n_total)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return "undefined on every fold"
+    text = f"{float(np.mean(v)):.{digits}f}"
+    if v.size > ddof:
+        text += f" ± {float(np.std(v, ddof=ddof)):.{digits}f}"
+    if v.size < total:
+        text += f" ({v.size} of {total} folds)"
+    return text

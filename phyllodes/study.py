@@ -103,7 +103,9 @@ def open_study(profile: str = "quick", cohort: str | Path = "breast-lesions-usg"
     cohort.yaml or ``all``; None: the primary set, ``paper`` (the paper's inputs) when the
     cohort names it, else ``all``.
     """
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # warnings only: a notebook's outputs stay readable (the exclusions and normalisations are
+    # shown by notebook 01 and python -m phyllodes validate)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if output_dir:
         os.environ["PHYLLODES_OUTPUT"] = str(Path(output_dir).resolve())
     prof = get_profile(profile, **overrides)

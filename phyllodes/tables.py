@@ -22,7 +22,6 @@ from .cohort import Cohort
 from .evaluation import pooled_subject_test
 from .images import ImageSet
 from .provenance import provenance
-from .reported import comparison_note
 from .stats import format_ci
 from .study import Study
 
@@ -151,10 +150,11 @@ TABLE2_METRICS = {"auc": "AUC-ROC", "f1": "F1", "accuracy": "accuracy", "ppv": "
                   "sensitivity": "recall (sensitivity)", "specificity": "specificity"}
 
 
-def table2_encoder_comparison(table: pd.DataFrame, encoders: dict[str, str], cohort_name: str,
+def table2_encoder_comparison(table: pd.DataFrame, encoders: dict[str, str],
                               paper: dict[str, dict[str, float]], by: str = "model_label"
                               ) -> pd.DataFrame:
-    """Table 2: per encoder, metrics as fold mean ± SD and pooled [95% CI], paper values beside."""
+    """Table 2: per encoder, metrics as fold mean ± SD and pooled [95% CI], paper values beside
+    (whether they are comparable goes in the caption: reported.comparison_note)."""
     t = table.set_index(by)
     rows = []
     for enc, lab in encoders.items():
@@ -166,12 +166,10 @@ def table2_encoder_comparison(table: pd.DataFrame, encoders: dict[str, str], coh
         row["paper AUC"] = paper.get(enc, {}).get("auc", np.nan)
         row["paper F1"] = paper.get(enc, {}).get("f1", np.nan)
         rows.append(row)
-    out = pd.DataFrame(rows)
-    out["note"] = comparison_note(cohort_name)
-    return out
+    return pd.DataFrame(rows)
 
 
-def table3_modality_comparison(table: pd.DataFrame, labels: dict[str, str], cohort_name: str,
+def table3_modality_comparison(table: pd.DataFrame, labels: dict[str, str],
                                paper_auc: dict[str, float], by: str = "model_label"
                                ) -> pd.DataFrame:
     """Table 3: one row per modality, this run's metrics beside the paper's reported AUC.
@@ -192,9 +190,7 @@ def table3_modality_comparison(table: pd.DataFrame, labels: dict[str, str], coho
                      "_auc_mean": r["auc_mean"], "_auc_sd": r["auc_sd"],
                      "_auc_pooled_est": r["auc_pooled_est"], "_auc_pooled_low": r["auc_pooled_low"],
                      "_auc_pooled_high": r["auc_pooled_high"]})
-    out = pd.DataFrame(rows)
-    out["note"] = comparison_note(cohort_name)
-    return out
+    return pd.DataFrame(rows)
 
 
 def table4_calibration(subj: pd.DataFrame, by: str = "model_label",
@@ -295,8 +291,8 @@ def _cam_validation(study: Study, result: dict, images: ImageSet) -> pd.DataFram
                                                  "hit_high"]]
 
 
-def table7_modality_share(result: dict, cohort_name: str, paper_share: float,
-                          n_boot: int = 1000, seed: int = 0) -> tuple[pd.DataFrame, dict]:
+def table7_modality_share(result: dict, paper_share: float, n_boot: int = 1000, seed: int = 0
+                          ) -> tuple[pd.DataFrame, dict]:
     """The image's share of the prediction: Shapley (subject-bootstrap CI) and ablation
     estimates, with the paper's value beside them; also returns the Shapley CI dict."""
     pi, abl = result["per_image"], result["ablation"]
@@ -313,7 +309,6 @@ def table7_modality_share(result: dict, cohort_name: str, paper_share: float,
          "value": f"{abl['auc_both'].mean():.3f} / {abl['auc_no_image'].mean():.3f} / "
                   f"{abl['auc_no_clinical'].mean():.3f}", "paper": float("nan")},
     ])
-    table["note"] = comparison_note(cohort_name)
     return table, share
 
 

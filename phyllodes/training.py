@@ -42,6 +42,7 @@ from .cohort import Cohort
 from .images import ImageSet, augment, to_float
 from .models import PhyllodesNet, predict_proba, resolve_pretrained
 from .profiles import Profile
+from .progress import bars_wanted, emit
 from .splits import fold_subjects, inner_split
 
 CLASSICAL = ("logreg", "random_forest", "gradient_boosting")
@@ -55,7 +56,7 @@ RECIPE_VERSION = 3
 #: computes changed, and record the new fingerprint either way.
 RECIPE_MODULES = ("training", "models", "clinical", "images", "imageio", "pretrained", "splits",
                   "cohort", "contract")
-RECIPE_SOURCE = "5f513d3fb39b3d65"
+RECIPE_SOURCE = "87f9f38a03c5ab8f"
 
 
 def recipe_fingerprint() -> str:
@@ -363,7 +364,7 @@ def train_neural(cohort: Cohort, parts: dict, spec: RunSpec, profile: Profile,
     best = (-np.inf, np.inf)
     best_state, best_epoch, since_best, history = None, -1, 0, []
     bar = tqdm(range(tr.epochs), desc=spec.label + f" · fold {spec.fold}", leave=False,
-               disable=not progress)
+               disable=not bars_wanted(progress))
     for epoch in bar:
         train_loss = tr.epoch()
         p_val = tr.predict("val")
@@ -382,6 +383,7 @@ def train_neural(cohort: Cohort, parts: dict, spec: RunSpec, profile: Profile,
         else:
             since_best += 1
         bar.set_postfix(val_auc=f"{val_auc:.3f}", best=best_epoch)
+        emit("epoch", epoch=epoch, epochs=tr.epochs, val_auc=val_auc, best_epoch=best_epoch)
         if since_best >= tr.patience:
             break
     tr.model.load_state_dict(best_state)

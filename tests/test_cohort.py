@@ -145,7 +145,7 @@ def test_exclusion_rule_is_logged_with_count(cohort_copy, caplog):
     cfg["exclude"] = [{"column": "race", "values": ["Asian"], "reason": "test rule"}]
     (cohort_copy / "cohort.yaml").write_text(yaml.safe_dump(cfg))
     n_other = int((pd.read_csv(cohort_copy / "cohort.csv")["race"] == "Asian").sum())
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.INFO):
         c = load_cohort(cohort_copy)
     assert n_other > 0
     assert c.exclusions["n_rows"].tolist() == [n_other]

@@ -366,3 +366,7 @@ def test_formatting():
     assert format_ci(0.5, 0.25, 0.75, digits=2) == "0.50 [0.25, 0.75]"
     assert format_mean_sd([0.90, 0.92, 0.94]) == "0.920 ± 0.020"
     assert format_mean_sd(np.array([1.0, 2.0, 3.0, 4.0]), digits=2) == "2.50 ± 1.29"
+    # metrics undefined on some folds read as such, never as "nan ± nan"
+    assert format_mean_sd([0.9, np.nan, 0.92, 0.94]) == "0.920 ± 0.020 (3 of 4 folds)"
+    assert format_mean_sd([0.714, np.nan, np.nan]) == "0.714 (1 of 3 folds)"
+    assert format_mean_sd([np.nan, np.nan]) == "undefined on every fold"
