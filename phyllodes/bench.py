@@ -56,7 +56,10 @@ def measure(profile: str = "quick", cohort: str = "breast-lesions-usg", device: 
 
     # (a) bare model on one fixed batch already in the model's input format
     b = tr.rows["train"][:bs]
-    xb = to_float(tr.x_img[b]) if tr.uses_images else None
+    if tr.cached:  # one cached view per image, as the recipe trains
+        xb = tr.batch(b)
+    else:
+        xb = to_float(tr.x_img[b]) if tr.uses_images else None
     tr.model.train()
 
     def bare() -> float:
@@ -84,7 +87,8 @@ def measure(profile: str = "quick", cohort: str = "breast-lesions-usg", device: 
     a, pipe = max(a_runs), max(b_runs)
     return {"profile": p.name, "device": dev, "modality": modality, "model": spec.model,
             "image_size": p.image_size, "batch_size": bs, "steps": steps,
-            "freeze_fraction": p.freeze_fraction,
+            "freeze_fraction": p.freeze_fraction, "cached_views": tr.cached,
+            "precision": str(tr.amp or "fp32"),
             "bare_model_images_per_s": round(a, 2), "pipeline_images_per_s": round(pipe, 2),
             "overhead_ratio": round(a / pipe, 3),
             "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads"
@@ -108,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modality", default="multimodal",
                     choices=[m for m in MODALITIES if m != "clinical"])
     ap.add_argument("--model", default=None, help="encoder (default: the profile's)")
+    ap.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16"],
+                    help="training precision (default: the profile's); compare fp32 and bf16")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--stages", action="store_true", help="also time every notebook")
@@ -115,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default="", help="write the results to this file too")
     args = ap.parse_args(argv)
     r = measure(args.profile, args.cohort, args.device, args.modality, args.model, args.steps,
-                repeats=args.repeats)
+                repeats=args.repeats, precision=args.precision)
     print(f"profile {r['profile']} · {r['model']} · {r['image_size']} px · batch "
           f"{r['batch_size']} · {r['device']} ({r['machine']})")
     print(f"(a) bare model (forward+backward+step): {r['bare_model_images_per_s']:8.1f} images/s")

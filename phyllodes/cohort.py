@@ -240,6 +240,17 @@ def resolve_cohort_dir(cohort: str | Path) -> Path:
         f"name of one under {paths.PUBLIC_DATA} or {paths.PRIVATE_DATA}")
 
 
+def cohort_name(cohort: str | Path) -> str:
+    """The cohort's name from its cohort.yaml (the folder name when it cannot be read)."""
+    import yaml
+
+    try:
+        root = resolve_cohort_dir(cohort)
+        return str(yaml.safe_load((root / "cohort.yaml").read_text())["name"])
+    except Exception:  # the notebooks report a broken cohort properly
+        return Path(str(cohort)).name
+
+
 def validate_cohort(cohort: str | Path = paths.DEFAULT_COHORT, folds: int | None = None,
                     check_images: bool = True) -> ValidationReport:
     """Run every check of the contract over every stage that can run; never raises for a bad

@@ -160,14 +160,34 @@ def _family(encoder: nn.Module) -> str | None:
     return None
 
 
+def map_grid(model: nn.Module, image_size: int) -> tuple[int, int]:
+    """The resolution (h, w) of the CAMs of ``model`` at ``image_size``: the target layer's
+    spatial size, before the maps are upsampled to the image."""
+    layer = target_layers(model)[0]
+    shape = {}
+    def grab(_module, _inputs, out) -> None:  # returning None keeps the layer's output
+        shape.setdefault("s", out.shape)
+    hook = layer.register_forward_hook(grab)
+    try:
+        dev = next(model.parameters()).device
+        x = torch.zeros(1, 1, image_size, image_size, device=dev)
+        with torch.no_grad():
+            model.image_features(x) if hasattr(model, "image_features") else model(x)
+    finally:
+        hook.remove()
+    s = shape["s"]
+    return (int(s[-2]), int(s[-1])) if len(s) == 4 else (int(s[1]), int(s[2]))
+
+
 def target_layers(model: nn.Module) -> list[nn.Module]:
     """The CAM target layer of the model's timm encoder, chosen by encoder family.
 
     ResNet: ``layer4[-1]``; DenseNet: ``features.norm5`` (BatchNorm + ReLU after the last dense
     block); EfficientNet(-Lite): ``bn2`` (BatchNorm + activation after ``conv_head``, the last
-    spatial map); MobileNetV3: ``blocks[-1]`` (its ``conv_head`` comes after global pooling);
-    ConvNeXt: ``stages[-1]``; ViT: ``blocks[-1].norm1`` (the output of the last block only
-    reaches the class token, so gradients of patch tokens vanish there); Swin / SwinV2:
+    spatial map; for an encoder truncated after a stage, an identity on that stage's output);
+    MobileNetV3: ``blocks[-1]`` (its ``conv_head`` comes after global pooling); ConvNeXt:
+    ``stages[-1]``; ViT: ``blocks[-1].norm1`` (the output of the last block only reaches the
+    class token, so gradients of patch tokens vanish there); Swin / SwinV2:
     ``layers[-1]``. ViT and Swin need :func:`reshape_transform` as well.
     """
     enc = _image_encoder(model)
@@ -362,7 +382,8 @@ def wilson_ci(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
 
 
 def cam_validation_table(cams: np.ndarray, masks: np.ndarray, correct: ArrayLike,
-                         tolerance_px: float = 0, alpha: float = 0.05) -> pd.DataFrame:
+                         tolerance_px: float = 0, alpha: float = 0.05, n_boot: int = 1000,
+                         seed: int = 0) -> pd.DataFrame:
     """Energy-inside and pointing-game hit rate of correct / misclassified / all cases.
 
     Columns: ``n``, ``energy_inside`` (mean) and ``energy_inside_sd``, ``chance_energy`` (mean
@@ -390,10 +411,18 @@ def cam_validation_table(cams: np.ndarray, masks: np.ndarray, correct: ArrayLike
         low, high = wilson_ci(k, n, alpha)
         chance = float(area[sel].mean()) if n else np.nan
         mean_e = float(e.mean()) if e.size else np.nan
+        lift_low = lift_high = np.nan
+        if n > 1:
+            idx = np.flatnonzero(sel)
+            rng = np.random.default_rng(seed)
+            draws = idx[rng.integers(0, n, size=(n_boot, n))]
+            reps = energy[draws].mean(axis=1) / area[draws].mean(axis=1)
+            lift_low, lift_high = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
         rows.append({"group": name, "n": n, "energy_inside": mean_e,
                      "energy_inside_sd": float(e.std(ddof=1)) if e.size > 1 else np.nan,
                      "chance_energy": chance,
                      "energy_lift": mean_e / chance if n and chance > 0 else np.nan,
+                     "lift_low": float(lift_low), "lift_high": float(lift_high),
                      "hit_rate": k / n if n else np.nan, "hit_low": low, "hit_high": high})
     return pd.DataFrame(rows).set_index("group")
 

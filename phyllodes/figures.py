@@ -1,7 +1,8 @@
 """Every figure of the study, each built by the function named after it, and the one writer.
 
-The builders are named like the files they make (``fig4_encoder_forest`` writes
-``figures/<cohort>/fig4_encoder_forest.*``; :func:`roc_curves` makes the three ROC figures);
+The builders are named like the files they make (``fig8_clinical_importance`` writes
+``figures/<cohort>/fig8_clinical_importance.*``; :func:`roc_curves` makes the three ROC
+figures, :func:`forest_plot` Figure 4 and the ablation's);
 README.md's artifact map and :data:`phyllodes.artifacts.ARTIFACTS` name the builder of each.
 :func:`save_figure` writes every figure as PNG (300 dpi) and PDF. All share one style
 (:mod:`phyllodes.style`): print widths (3.5 in for one column), a colour-blind-safe palette with
@@ -161,7 +162,7 @@ def cam_grid(images: np.ndarray | torch.Tensor, cams: np.ndarray,
     return fig
 
 
-def fig4_encoder_forest(table: pd.DataFrame, metric: str = "auc", by: str = "model_label",
+def forest_plot(table: pd.DataFrame, metric: str = "auc", by: str = "model_label",
                         paper: list[float] | None = None, title: str = "") -> plt.Figure:
     """Pooled estimate and 95% CI of one metric per model (forest plot), fold means as bars,
     the paper's values as ×; the figure is as tall as its rows, the legend below."""

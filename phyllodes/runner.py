@@ -38,18 +38,6 @@ def _quiet_kernel_manager(log_file: Path):
     return QuietKernelManager
 
 
-def cohort_name(cohort: str | Path) -> str:
-    """The cohort's name from its cohort.yaml (the folder name when it cannot be read)."""
-    import yaml
-
-    from .cohort import resolve_cohort_dir
-    try:
-        root = resolve_cohort_dir(cohort)
-        return str(yaml.safe_load((root / "cohort.yaml").read_text())["name"])
-    except Exception:  # the notebooks report a broken cohort properly
-        return Path(str(cohort)).name
-
-
 def run_notebooks(profile: str, cohort: str, device: str = "auto", seed: int = 0,
                   output: str | Path | None = None, only: list[str] | None = None,
                   extra_parameters: dict | None = None, report: bool = True,
@@ -123,6 +111,7 @@ def run_notebooks(profile: str, cohort: str, device: str = "auto", seed: int = 0
     total = sum(d["seconds"] for d in done)
     say(f"run_all: {len(done)} notebook(s) in {total:.0f} s; executed copies in {executed}")
     if report and done:
+        from .cohort import cohort_name
         from .report import build_report
         index = build_report(output, cohort_name(cohort), profile)
         say(f"run_all: report {index} (open file://{index})")

@@ -150,7 +150,7 @@ def write_run(plan: PlannedRun, out: RunOutput, study: Study, overwrite: bool = 
     pd.DataFrame(out.history).to_csv(tmp / "history.csv", index=False)
     ckpt = {"spec": spec.to_dict(), "config": config,
             "clinical_encoder": out.extra.get("clinical_encoder")}
-    if spec.is_classical:
+    if not spec.is_network:  # a scikit-learn model: classical clinical, or a linear probe
         ckpt["sklearn_model"] = out.extra["sklearn_model"]
     else:
         ckpt["state_dict"] = out.state

@@ -41,6 +41,11 @@ class Study:
         runs image-only and the notebooks skip the clinical and multimodal parts."""
         return self.cohort.has_clinical
 
+    def with_settings(self, **overrides: Any) -> "Study":
+        """The same study (cohort, folds) under a profile with some settings changed."""
+        from dataclasses import replace as dc_replace
+        return replace(self, profile=dc_replace(self.profile, **overrides), _image_key=None)
+
     def with_feature_set(self, name: str) -> "Study":
         """The same study with another set of clinical inputs (same folds, images, profile)."""
         return replace(self, cohort=self.cohort.with_feature_set(name) if

@@ -17,10 +17,11 @@ import pandas as pd
 import torch
 from scipy import stats as sstats
 
-from . import explain, paths, stats
+from . import evaluation, explain, paths, stats
 from .cohort import Cohort
 from .evaluation import pooled_subject_test
 from .images import ImageSet
+from .probe import probe_name
 from .provenance import provenance
 from .stats import format_ci
 from .study import Study
@@ -150,6 +151,59 @@ TABLE2_METRICS = {"auc": "AUC-ROC", "f1": "F1", "accuracy": "accuracy", "ppv": "
                   "sensitivity": "recall (sensitivity)", "specificity": "specificity"}
 
 
+def modality_comparison(preds: pd.DataFrame, encoder: str, fusion: str,
+                        clinical_baselines: list[str], n_boot: int = 1000, seed: int = 0
+                        ) -> dict:
+    """Table 3's numbers for one set of clinical inputs: the paper's three models (clinical
+    MLP, fine-tuned image branch, multimodal), the simple baselines (classical clinical models,
+    the image linear probe, and the late fusion of the clinical logistic regression with the
+    probe), their metrics, and paired tests of the multimodal model against each.
+
+    Returns ``labels`` (row name -> model label, the paper's three first), ``table``
+    (:func:`comparison_table`), ``tests`` (multimodal vs each), ``verdict`` (a sentence) and
+    ``preds`` (with the late-fusion baseline's rows added)."""
+    labels = {"clinical": evaluation.label_for(preds, "clinical", "mlp"),
+              "image": evaluation.label_for(preds, "image", encoder),
+              "multimodal": evaluation.label_for(preds, "multimodal", encoder, fusion)}
+    for m in clinical_baselines:
+        labels[f"clinical baseline: {m}"] = evaluation.label_for(preds, "clinical", m)
+    labels["image baseline: linear probe"] = evaluation.label_for(preds, "image",
+                                                                  probe_name(encoder))
+    if "logreg" in clinical_baselines:
+        lf = "multimodal · late fusion of clinical logreg and image linear probe"
+        pair = [labels["clinical baseline: logreg"], labels["image baseline: linear probe"]]
+        preds = pd.concat([preds, evaluation.late_fusion(preds, pair, lf)], ignore_index=True)
+        labels["late fusion of the two baselines"] = lf
+    shown = preds[preds["model_label"].isin(labels.values())]
+    table = evaluation.comparison_table(shown, n_boot=n_boot, seed=seed,
+                                        order=list(labels.values()))
+    singles = [lab for k, lab in labels.items() if k != "multimodal"]
+    tests = paired_auc_tests(shown, labels["multimodal"], singles, n_boot=n_boot, seed=seed)
+    return {"labels": labels, "table": table, "tests": tests, "preds": preds,
+            "verdict": evaluation.verdict(table, tests, labels["multimodal"], singles)}
+
+
+def table9_recipe_ablation(preds: pd.DataFrame, reference: str, order: list[str],
+                           changes: dict[str, str], n_boot: int = 1000, seed: int = 0
+                           ) -> pd.DataFrame:
+    """Notebook 06's ablation: per variant its change, pooled subject AUC [95% CI], fold mean ±
+    SD, and the paired difference from ``reference`` (the recipe) with its DeLong p-value."""
+    table = evaluation.comparison_table(preds, n_boot=n_boot, seed=seed, order=order)
+    tests = paired_auc_tests(preds, reference, [o for o in order if o != reference],
+                             n_boot=n_boot, seed=seed).set_index("comparison")
+    rows = []
+    for _, r in table.iterrows():
+        key = f"{reference} vs {r['model_label']}"
+        t = tests.loc[key] if key in tests.index else None
+        rows.append({"variant": r["model_label"], "change": changes.get(r["model_label"], ""),
+                     "AUC (pooled, 95% CI)": r["auc_pooled"], "AUC (fold mean ± SD)": r["auc"],
+                     "recipe minus variant (DeLong 95% CI)": "" if t is None
+                     else t["delong_ci"],
+                     "DeLong p": np.nan if t is None else t["delong_p"],
+                     "_auc_pooled_est": r["auc_pooled_est"]})
+    return pd.DataFrame(rows)
+
+
 def table2_encoder_comparison(table: pd.DataFrame, encoders: dict[str, str],
                               paper: dict[str, dict[str, float]], by: str = "model_label"
                               ) -> pd.DataFrame:
@@ -258,13 +312,16 @@ def table5_operating_point(subj: pd.DataFrame, by: str = "model_label", target: 
 
 
 def table6_cam_validation(study: Study, result: dict, images: ImageSet,
-                          randomisation_spearman: float | None = None) -> pd.DataFrame:
+                          randomisation_spearman: float | None = None,
+                          grid: tuple[int, int] | None = None) -> pd.DataFrame:
     """Map validation for Grad-CAM++ (all test images) and Score-CAM (its subset), and the
     rank correlation of the maps with those of a re-initialised encoder (fold 0).
 
     A cohort without lesion masks (no ``mask_path`` column) gets one row per method saying so.
     """
     out = _cam_validation(study, result, images)
+    if grid is not None:
+        out.insert(1, "map grid", f"{grid[0]}x{grid[1]}")
     if randomisation_spearman is not None:
         out["randomisation_spearman (fold 0, Grad-CAM++)"] = randomisation_spearman
     return out
@@ -287,8 +344,8 @@ def _cam_validation(study: Study, result: dict, images: ImageSet) -> pd.DataFram
         frames.append(t.reset_index().assign(method=name))
     return pd.concat(frames, ignore_index=True)[["method", "group", "n", "energy_inside",
                                                  "energy_inside_sd", "chance_energy",
-                                                 "energy_lift", "hit_rate", "hit_low",
-                                                 "hit_high"]]
+                                                 "energy_lift", "lift_low", "lift_high",
+                                                 "hit_rate", "hit_low", "hit_high"]]
 
 
 def table7_modality_share(result: dict, paper_share: float, n_boot: int = 1000, seed: int = 0

@@ -6,21 +6,28 @@ Protocol of every run (no leakage by construction):
    stratified and by subject, into inner-training and inner-validation subjects
    (:func:`phyllodes.splits.inner_split`).
 2. The clinical preprocessor is fit on the inner-training subjects only.
-3. Class-aware sampling: each epoch draws as many inner-training images as there are, with
-   replacement, by ``torch.utils.data.WeightedRandomSampler`` with weight 1 / (number of
-   training images of the image's class), so both classes are drawn equally often in
-   expectation.
-4. AdamW with one learning rate for the (pretrained) encoder and another for the clinical
-   branch and heads; linear warm-up then cosine decay, stepped per batch.
-5. After each epoch the subject-level AUC on the inner-validation subjects decides early
-   stopping (``patience`` epochs) and which epoch's weights are kept.
-6. The kept model predicts the inner-validation subjects (for thresholds and recalibration
-   chosen later) and, once, the test subjects.
+3. Image networks with ``lp_init`` (LP-FT): the linear image head and its feature
+   standardisation start as a logistic regression on the frozen pretrained features of the
+   inner-training images, its C chosen by cross-validation by subject inside them; with late
+   fusion and a linear clinical branch, the clinical head starts as a logistic regression on
+   the clinical vectors and stays as it is.
+4. Each epoch draws the inner-training images: once each, shuffled (``sampler='shuffle'``), or
+   class-aware (as many draws as images, with replacement, weight 1 / images of the class).
+   With ``cache_views`` an image's input is one of its K cached augmented views of the frozen
+   prefix (:mod:`phyllodes.views`); else the image, augmented on the fly.
+5. AdamW with one learning rate for the encoder and another for the clinical branch and heads;
+   linear warm-up then cosine decay, stepped per batch.
+6. ``stopping='fixed'``: every epoch is trained and the last weights kept; ``'early'``: the
+   subject-level AUC on the inner-validation subjects decides early stopping (``patience``) and
+   which epoch's weights are kept (the clinical MLP always stops early).
+7. The kept model predicts the inner-validation subjects (for thresholds and recalibration
+   chosen later) and, once, the test subjects (with ``tta_flip``, the mean over the image and
+   its left-right flip).
 
 Images are decoded once per run set (:mod:`phyllodes.images`) and live on the device as uint8;
-batches are sliced from that tensor, augmented on the device, and fed to the model — no
-per-sample Python in the loop. bf16 autocast on CUDA. Seeded: on the CPU the same seed gives
-the same predictions.
+batches are sliced from that tensor (or from the view cache) as one tensor — no per-sample
+Python in the loop. bf16 autocast on CUDA. Seeded: on the CPU the same seed gives the same
+predictions.
 """
 
 from __future__ import annotations
@@ -34,29 +41,31 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import roc_auc_score
 from torch.utils.data import WeightedRandomSampler
 
 from .clinical import ClinicalEncoder
 from .cohort import Cohort
 from .images import ImageSet, augment, to_float
+from .metrics import subject_auc
 from .models import PhyllodesNet, predict_proba, resolve_pretrained
+from .probe import C_GRID, encoder_of, fold_probe, is_probe
 from .profiles import Profile
 from .progress import bars_wanted, emit
 from .splits import fold_subjects, inner_split
+from .views import view_cache
 
 CLASSICAL = ("logreg", "random_forest", "gradient_boosting")
 
 #: Version of the training recipe. Run ids hash it: bump it whenever a change alters what a run
 #: computes, so that old runs are never reused.
-RECIPE_VERSION = 3
+RECIPE_VERSION = 4
 #: The modules whose code decides what a run computes, and their fingerprint
 #: (:func:`recipe_fingerprint`) when RECIPE_VERSION was last reviewed. tests/test_runs.py fails
 #: when the code changes without this being updated: then bump RECIPE_VERSION if what a run
 #: computes changed, and record the new fingerprint either way.
 RECIPE_MODULES = ("training", "models", "clinical", "images", "imageio", "pretrained", "splits",
-                  "cohort", "contract")
-RECIPE_SOURCE = "87f9f38a03c5ab8f"
+                  "cohort", "contract", "views", "probe")
+RECIPE_SOURCE = "1c06843c1e9fbad6"
 
 
 def recipe_fingerprint() -> str:
@@ -102,13 +111,29 @@ class RunSpec:
         return self.modality == "clinical" and self.model in CLASSICAL
 
     @property
+    def is_probe(self) -> bool:
+        """The frozen-encoder linear probe of an image encoder (phyllodes.probe)."""
+        return self.modality == "image" and is_probe(self.model)
+
+    @property
+    def is_network(self) -> bool:
+        """A network trained by gradient descent (not a scikit-learn model)."""
+        return not (self.is_classical or self.is_probe)
+
+    @property
+    def encoder(self) -> str | None:
+        """The timm encoder of an image or multimodal run (a probe's too)."""
+        return encoder_of(self.model) if self.uses_images else None
+
+    @property
     def scopes(self) -> frozenset[str]:
         """Which Profile settings apply to this run (their ``scope``; see profiles.py)."""
         s = {"all"}
-        if not self.is_classical:
+        if self.is_network:
             s.add("neural")
         if self.uses_images:
             s.add("images")
+            s.add("probe" if self.is_probe else "image_training")
         if self.modality == "clinical" and self.model == "mlp":
             s.add("clinical_mlp")
         return frozenset(s)
@@ -116,6 +141,8 @@ class RunSpec:
     @property
     def label(self) -> str:
         """Human name of the model, e.g. 'multimodal · efficientnet_lite0 · concat'."""
+        if self.is_probe:
+            return f"image · {self.encoder} linear probe"
         parts = [self.modality, self.model]
         if self.modality == "multimodal":
             parts.append(self.fusion)
@@ -159,14 +186,6 @@ def _predictions(cohort: Cohort, rows: np.ndarray, prob: np.ndarray, split: str,
                          "image_path": imgs["image_path"].to_numpy(),
                          "fold": fold, "split": split, "y": imgs["y"].to_numpy(),
                          "prob": prob.astype(float)})
-
-
-def subject_auc(subject_ids: np.ndarray, y: np.ndarray, prob: np.ndarray) -> float:
-    """AUC over subjects (mean probability of a subject's images); NaN with one class."""
-    df = pd.DataFrame({"s": subject_ids, "y": y, "p": prob}).groupby("s").mean()
-    if df["y"].nunique() < 2:
-        return float("nan")
-    return float(roc_auc_score(df["y"], df["p"]))
 
 
 def class_aware_sampler(y_train: np.ndarray, seed: int) -> WeightedRandomSampler:
@@ -227,31 +246,82 @@ def train_classical(cohort: Cohort, parts: dict, spec: RunSpec) -> RunOutput:
                      extra={"sklearn_model": clf, "clinical_encoder": enc})
 
 
+def train_probe(cohort: Cohort, parts: dict, spec: RunSpec, profile: Profile,
+                image_set: ImageSet, device: str = "cpu",
+                encoder_weights: str | None = None) -> RunOutput:
+    """The frozen-encoder linear probe of ``spec.encoder`` on one fold (phyllodes.probe)."""
+    t0 = time.perf_counter()
+    rows = {k: _rows(cohort, v) for k, v in parts.items()}
+    probs, info = fold_probe(cohort, rows, spec.encoder, image_set, profile.image_size,
+                             profile.probe_taps, uses_pretrained(spec, profile),
+                             encoder_weights, device)
+    preds = [_predictions(cohort, rows[s], probs[s], s, spec.fold) for s in ("val", "test")]
+    history = [{"epoch": i, **h} for i, h in enumerate(info["history"])]
+    best = int(np.argmax([h["val_auc"] for h in info["history"]]))
+    return RunOutput(pd.concat(preds, ignore_index=True), history, None, best,
+                     time.perf_counter() - t0,
+                     extra={"sklearn_model": info["model"], "clinical_encoder": None,
+                            "probe_C": info["C"], "probe_taps": info["taps"]})
+
+
 def uses_pretrained(spec: RunSpec, profile: Profile) -> bool:
     """Whether this run's encoder starts from ImageNet weights (see models.resolve_pretrained)."""
-    return spec.uses_images and resolve_pretrained(spec.model, profile.pretrained)
+    return spec.uses_images and resolve_pretrained(spec.encoder, profile.pretrained)
 
 
 def build_model(spec: RunSpec, settings: Mapping[str, Any], n_clinical: int, pretrained: bool,
                 encoder_weights: str | None = None) -> PhyllodesNet:
     """The network of a run: the one builder, for training (``settings`` = the profile) and
     for reloading a finished run (its recorded settings, ``pretrained=False``)."""
+    g = settings.get
     return PhyllodesNet(
         spec.modality, n_clinical=n_clinical,
         encoder=spec.model if spec.uses_images else None,
         fusion=spec.fusion, pretrained=pretrained,
         encoder_weights=encoder_weights, clinical_hidden=settings["clinical_hidden"],
         head_hidden=settings["head_hidden"], dropout=settings["dropout"],
-        freeze_fraction=settings.get("freeze_fraction", 0.0),
-        img_size=settings.get("image_size"))
+        freeze_fraction=g("freeze_fraction", 0.0), img_size=g("image_size"),
+        tap=g("tap"), frozen_stages=g("frozen_stages", 0), frozen_bn=g("frozen_bn", False),
+        image_head=g("image_head", "mlp"), clinical_branch=g("clinical_branch", "mlp"))
+
+
+def autocast_dtype(profile: Profile, device: str) -> torch.dtype | None:
+    """The training precision: bf16 autocast on CUDA ('auto' or 'bf16'), on a CPU only when
+    asked ('bf16'; 'auto' keeps fp32 there: bf16 training steps were measured no faster on the
+    CPUs this was built on, see README "Performance")."""
+    if profile.precision == "fp32":
+        return None
+    if profile.precision == "bf16" or device.startswith("cuda"):
+        return torch.bfloat16
+    return None
+
+
+def probe_weights(x: np.ndarray, y: np.ndarray, subjects: np.ndarray, seed: int,
+                  c_grid=C_GRID) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
+    """LP of LP-FT: standardisation (mean, SD) and a logistic regression on it, its C chosen
+    by stratified 5-fold cross-validation by subject (AUC) on these training rows only; each
+    subject weighs 1. Returns (mean, sd, coef, intercept, C)."""
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.model_selection import StratifiedGroupKFold
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    n_class = int(np.bincount(y.astype(int), minlength=2).min())
+    folds = max(2, min(5, n_class))
+    cv = list(StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(
+        x, y, groups=subjects))
+    counts = pd.Series(subjects).map(pd.Series(subjects).value_counts()).to_numpy()
+    lr = LogisticRegressionCV(Cs=list(c_grid), cv=cv, scoring="roc_auc", max_iter=5000,
+                              l1_ratios=(0,), use_legacy_attributes=False)
+    lr.fit((x - mu) / sd, y, sample_weight=1.0 / counts)
+    return mu, sd, lr.coef_[0], float(lr.intercept_[0]), float(np.ravel(lr.C_)[0])
 
 
 class Trainer:
     """One run's model, optimiser, schedule, sampler and device tensors.
 
     :meth:`epoch` is the training hot path (also what :mod:`phyllodes.bench` measures): it
-    draws the epoch's class-aware sample once, then per batch slices the uint8 images on the
-    device, converts and augments them as one tensor, and steps the model.
+    draws the epoch's sample once, then per batch either slices the uint8 images on the device
+    and augments them as one tensor (end to end), or gathers one cached augmented view of the
+    frozen prefix per image (``cache_views``, :mod:`phyllodes.views`), and steps the model.
     """
 
     def __init__(self, cohort: Cohort, parts: dict, spec: RunSpec, profile: Profile,
@@ -263,6 +333,7 @@ class Trainer:
         np.random.seed(seed % 2**32)
         if profile.num_threads:
             torch.set_num_threads(profile.num_threads)
+        self.cohort = cohort
         self.encoder = ClinicalEncoder(cohort).fit(parts["train"])
         self.x_clin = torch.as_tensor(self.encoder.transform_images(cohort.images), device=device)
         self.y_all = torch.tensor(cohort.images["y"].to_numpy(copy=True), dtype=torch.float32,
@@ -277,18 +348,27 @@ class Trainer:
                 self.x_img = self.x_img.contiguous(memory_format=torch.channels_last)
         model = build_model(spec, profile.to_dict(), self.x_clin.shape[1],
                             uses_pretrained(spec, profile), encoder_weights).to(device)
-        if device.startswith("cuda") and self.uses_images:
+        if self.uses_images:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
-        # the compiled module shares the parameters; state_dict() stays that of ``model``
-        self.forward = torch.compile(model.forward_parts) if profile.compile else \
-            model.forward_parts
+        self.cached = bool(self.uses_images and profile.cache_views and model.prefix_stages)
+        self.views = (view_cache(model, image_set, profile.cache_views, device)
+                      if self.cached else None)
         self.rows = {k: torch.as_tensor(_rows(cohort, v), device=device) for k, v in parts.items()}
         y_train = cohort.images["y"].to_numpy()[self.rows["train"].cpu().numpy()]
         self.sampler = class_aware_sampler(y_train, seed)
+        self.lp = self.lp_init() if (self.uses_images and profile.lp_init) else {}
+        # the compiled module shares the parameters; state_dict() stays that of ``model``
+        if profile.compile and profile.frozen_bn and self.uses_images:
+            raise ValueError("compile=True is not supported with frozen_bn=True: the compiled "
+                             "forward trained other weights than the eager one in the tests; "
+                             "set compile=False (the default) or frozen_bn=False")
+        self.forward = torch.compile(model.forward_parts) if profile.compile else \
+            model.forward_parts
         is_clin = not spec.uses_images
         self.epochs = profile.clinical_epochs if is_clin else profile.epochs
         self.patience = max(profile.patience, self.epochs // 5) if is_clin else profile.patience
+        self.fixed = profile.stopping == "fixed" and not is_clin
         self.batch_size = profile.batch_size
         self.steps_per_epoch = max(1, len(y_train) // self.batch_size)  # drop last partial batch
         groups = [{"params": model.head_parameters(), "lr": profile.lr_head}]
@@ -300,19 +380,70 @@ class Trainer:
                                     profile.warmup_epochs * self.steps_per_epoch))
         self.loss_fn = torch.nn.BCEWithLogitsLoss()
         self.gen = torch.Generator(device=device).manual_seed(seed)
-        self.amp = device.startswith("cuda")
+        self.amp = autocast_dtype(profile, device)
         self.aux_weight = profile.aux_weight if spec.modality == "multimodal" else 0.0
 
+    @torch.no_grad()
+    def frozen_features(self, rows: torch.Tensor) -> np.ndarray:
+        """Pretrained image features of ``rows`` (the clean image averaged with its flip)."""
+        self.model.eval()
+        if self.cached:
+            f = [self.model.features_from_prefix(self.views[k][rows].float().contiguous(
+                memory_format=torch.channels_last)) for k in ("clean", "flip")]
+        else:
+            x = to_float(self.x_img[rows])
+            f = [self.model.image_features(v) for v in (x, x.flip(-1))]
+        return ((f[0] + f[1]) / 2).float().cpu().numpy()
+
+    @torch.no_grad()
+    def lp_init(self) -> dict:
+        """LP of LP-FT on the inner-training rows: the image features' standardisation and the
+        linear image head from a logistic regression on the frozen features; with a linear
+        clinical branch and late fusion, the clinical head from a logistic regression (C=1)
+        on the clinical vectors, kept frozen. Returns what was chosen."""
+        m, rows = self.model, self.rows["train"]
+        r = rows.cpu().numpy()
+        y = self.cohort.images["y"].to_numpy()[r].astype(int)
+        subjects = self.cohort.images["subject_id"].to_numpy()[r]
+        mu, sd, coef, intercept, c = probe_weights(self.frozen_features(rows), y, subjects,
+                                                   self.seed)
+        m.feat_mu.copy_(torch.as_tensor(mu, dtype=torch.float32))
+        m.feat_sd.copy_(torch.as_tensor(sd, dtype=torch.float32))
+        head = m.image_head_layer()
+        head.weight.copy_(torch.as_tensor(coef, dtype=torch.float32)[None])
+        head.bias.fill_(intercept)
+        out = {"lp_C": c}
+        if m.modality == "multimodal" and m.fusion == "late" and \
+                isinstance(m.clinical, torch.nn.Identity):
+            from sklearn.linear_model import LogisticRegression
+            xc = self.x_clin[rows].cpu().numpy()
+            w = 1.0 / pd.Series(subjects).map(pd.Series(subjects).value_counts()).to_numpy()
+            lr = LogisticRegression(C=1.0, max_iter=5000).fit(xc, y, sample_weight=w)
+            m.clinical_head.weight.copy_(torch.as_tensor(lr.coef_[0], dtype=torch.float32)[None])
+            m.clinical_head.bias.fill_(float(lr.intercept_[0]))
+            for p in m.clinical_head.parameters():
+                p.requires_grad_(False)
+        return out
+
     def batch(self, b: torch.Tensor) -> torch.Tensor | None:
-        """Images of rows ``b`` as augmented floats in [0, 1] (None for clinical-only)."""
+        """The image input of rows ``b``: augmented floats in [0, 1], or one cached augmented
+        view of the frozen prefix per row (None for clinical-only)."""
         if not self.uses_images:
             return None
+        if self.cached:
+            k = self.views["views"].shape[0]
+            v = torch.randint(0, k, (len(b),), device=self.device, generator=self.gen)
+            return self.views["views"][v, b].float().contiguous(memory_format=torch.channels_last)
         xb = to_float(self.x_img[b])
         return augment(xb, self.gen) if self.profile.augment else xb
 
     def step(self, xb: torch.Tensor | None, b: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
-            fused, aux_i, aux_c = self.forward(xb, self.x_clin[b])
+        with torch.autocast(self.device.split(":")[0], dtype=self.amp or torch.bfloat16,
+                            enabled=self.amp is not None):
+            if self.cached:
+                fused, aux_i, aux_c = self.forward(None, self.x_clin[b], prefix=xb)
+            else:
+                fused, aux_i, aux_c = self.forward(xb, self.x_clin[b])
             y = self.y_all[b]
             loss = self.loss_fn(fused.float(), y)
             if self.aux_weight > 0 and aux_i is not None:
@@ -325,13 +456,16 @@ class Trainer:
         return loss.detach()
 
     def epoch_indices(self) -> torch.Tensor:
-        """This epoch's class-aware draw: the sampler's own multinomial draw (the same numbers
-        ``iter(self.sampler)`` yields), kept as one tensor instead of a Python list."""
+        """This epoch's draw of training positions: with the class-aware sampler its own
+        multinomial draw (the same numbers ``iter(self.sampler)`` yields), else a shuffle of
+        every training image once; kept as one tensor instead of a Python list."""
         s = self.sampler
+        if self.profile.sampler == "shuffle":
+            return torch.randperm(s.num_samples, generator=s.generator)
         return torch.multinomial(s.weights, s.num_samples, s.replacement, generator=s.generator)
 
     def epoch(self, max_steps: int | None = None) -> float:
-        """One epoch of class-aware batches; returns the mean training loss."""
+        """One epoch of batches; returns the mean training loss."""
         self.model.train()
         order = self.rows["train"][self.epoch_indices().to(self.device)]
         total = torch.zeros((), device=self.device)
@@ -343,17 +477,29 @@ class Trainer:
         return float(total) / n
 
     def predict(self, split: str) -> np.ndarray:
-        """Probabilities of the split's rows (the inner-validation or test subjects' images)."""
+        """Probabilities of the split's rows (the inner-validation or test subjects' images):
+        with ``tta_flip``, the mean over the image and its left-right flip."""
         rows = self.rows[split]
-        return predict_proba(self.model, self.x_img[rows] if self.uses_images else None,
-                             self.x_clin[rows], max(self.batch_size, 64),
-                             torch.bfloat16 if self.amp else None)
+        clin = self.x_clin[rows]
+        bs = max(self.batch_size, 64)
+        if not self.uses_images:
+            return predict_proba(self.model, None, clin, bs, self.amp)
+        if self.cached:
+            inputs = [self.views[k][rows] for k in ("clean", "flip")]
+        else:
+            inputs = [self.x_img[rows], self.x_img[rows].flip(-1)]
+        if not self.profile.tta_flip:
+            inputs = inputs[:1]
+        probs = [predict_proba(self.model, x, clin, bs, self.amp, prefix=self.cached)
+                 for x in inputs]
+        return np.mean(probs, axis=0).astype(np.float32) if len(probs) > 1 else probs[0]
 
 
 def train_neural(cohort: Cohort, parts: dict, spec: RunSpec, profile: Profile,
                  image_set: ImageSet | None, device: str = "cpu",
                  encoder_weights: str | None = None, progress: bool = True) -> RunOutput:
-    """Train a PhyllodesNet (clinical MLP, image-only or multimodal) on one fold."""
+    """Train a PhyllodesNet (clinical MLP, image-only or multimodal) on one fold: early
+    stopping on the inner-validation AUC, or a fixed epoch budget (``stopping='fixed'``)."""
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
@@ -374,24 +520,31 @@ def train_neural(cohort: Cohort, parts: dict, spec: RunSpec, profile: Profile,
             torch.as_tensor(val_y, dtype=torch.float32)))
         history.append({"epoch": epoch, "train_loss": train_loss, "val_auc": val_auc,
                         "val_loss": val_loss})
-        score = val_auc if not np.isnan(val_auc) else -val_loss
-        if score > best[0] or (score == best[0] and val_loss < best[1]):
-            best = (score, val_loss)
-            best_state = copy.deepcopy({k: v.detach().cpu()
-                                        for k, v in tr.model.state_dict().items()})
-            best_epoch, since_best = epoch, 0
+        if tr.fixed:  # a fixed budget: the last epoch's weights, whatever validation says
+            best_epoch = epoch
         else:
-            since_best += 1
+            score = val_auc if not np.isnan(val_auc) else -val_loss
+            if score > best[0] or (score == best[0] and val_loss < best[1]):
+                best = (score, val_loss)
+                best_state = copy.deepcopy({k: v.detach().cpu()
+                                            for k, v in tr.model.state_dict().items()})
+                best_epoch, since_best = epoch, 0
+            else:
+                since_best += 1
         bar.set_postfix(val_auc=f"{val_auc:.3f}", best=best_epoch)
         emit("epoch", epoch=epoch, epochs=tr.epochs, val_auc=val_auc, best_epoch=best_epoch)
-        if since_best >= tr.patience:
+        if not tr.fixed and since_best >= tr.patience:
             break
-    tr.model.load_state_dict(best_state)
+    if tr.fixed:
+        best_state = {k: v.detach().cpu().clone() for k, v in tr.model.state_dict().items()}
+    else:
+        tr.model.load_state_dict(best_state)
     preds = [_predictions(cohort, tr.rows[split].cpu().numpy(), tr.predict(split), split,
                           spec.fold) for split in ("val", "test")]
     return RunOutput(pd.concat(preds, ignore_index=True), history, best_state, best_epoch,
                      time.perf_counter() - t0,
-                     extra={"clinical_encoder": tr.encoder, "n_clinical": int(tr.x_clin.shape[1])})
+                     extra={"clinical_encoder": tr.encoder, "n_clinical": int(tr.x_clin.shape[1]),
+                            **tr.lp})
 
 
 def train_run(cohort: Cohort, splits: pd.DataFrame, spec: RunSpec, profile: Profile,
@@ -402,6 +555,8 @@ def train_run(cohort: Cohort, splits: pd.DataFrame, spec: RunSpec, profile: Prof
                            seed=run_seed(spec))
     if spec.is_classical:
         out = train_classical(cohort, parts, spec)
+    elif spec.is_probe:
+        out = train_probe(cohort, parts, spec, profile, image_set, device, encoder_weights)
     else:
         out = train_neural(cohort, parts, spec, profile, image_set, device, encoder_weights,
                            progress)

@@ -45,9 +45,9 @@ def test_forest_plot_is_sized_to_its_rows():
         return pd.DataFrame({"model_label": [f"enc{i}" for i in range(k)],
                              "auc_pooled_est": np.full(k, 0.8), "auc_pooled_low": 0.7,
                              "auc_pooled_high": 0.9, "auc_mean": 0.8})
-    h = [figures.fig4_encoder_forest(table(k)).get_size_inches()[1] for k in (2, 6)]
+    h = [figures.forest_plot(table(k)).get_size_inches()[1] for k in (2, 6)]
     assert h[1] - h[0] == pytest.approx(4 * 0.28)
-    fig = figures.fig4_encoder_forest(table(6), paper=[0.9] * 6)
+    fig = figures.forest_plot(table(6), paper=[0.9] * 6)
     fig.canvas.draw()
     ax = fig.axes[0]
     assert ax.get_legend().get_window_extent().y1 <= ax.get_window_extent().y0

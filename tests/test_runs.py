@@ -14,10 +14,13 @@ from phyllodes.training import RunSpec
 
 SPECS = {"classical": RunSpec("clinical", "logreg"), "mlp": RunSpec("clinical", "mlp"),
          "image": RunSpec("image", "resnet10t"),
-         "multimodal": RunSpec("multimodal", "resnet10t", "concat")}
+         "multimodal": RunSpec("multimodal", "resnet10t", "concat"),
+         "probe": RunSpec("image", "probe_resnet10t")}
 #: which of SPECS each scope applies to
 APPLIES = {"all": set(SPECS), "neural": {"mlp", "image", "multimodal"},
-           "images": {"image", "multimodal"}, "clinical_mlp": {"mlp"}}
+           "images": {"image", "multimodal", "probe"},
+           "image_training": {"image", "multimodal"}, "probe": {"probe"},
+           "clinical_mlp": {"mlp"}}
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +87,7 @@ def test_image_size_changes_image_runs_only(synthetic_cohort_dir, tmp_path):
     b = open_study("smoke", synthetic_cohort_dir, device="cpu", output_dir=str(tmp_path),
                    image_size=40)
     ia, ib = _ids(a, a.profile), _ids(b, b.profile)
-    assert {k for k in SPECS if ia[k] != ib[k]} == {"image", "multimodal"}
+    assert {k for k in SPECS if ia[k] != ib[k]} == {"image", "multimodal", "probe"}
 
 
 def test_bumping_the_recipe_version_makes_new_run_ids(study, monkeypatch):

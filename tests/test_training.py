@@ -190,9 +190,13 @@ def test_torch_compile_option_trains_the_same_model(study):
     from phyllodes.runs import run_config
     imgs = image_tensor(study.cohort, 32)
     spec = RunSpec("multimodal", "resnet10t", "concat", fold=0, seed=0)
-    eager = train_run(study.cohort, study.splits, spec, study.profile, imgs, "cpu",
+    eager = train_run(study.cohort, study.splits, spec,
+                      get_profile("smoke", image_size=32, frozen_bn=False), imgs, "cpu",
                       progress=False)
-    compiled_profile = get_profile("smoke", image_size=32, compile=True)
+    with pytest.raises(ValueError, match="compile=True is not supported with frozen_bn"):
+        train_run(study.cohort, study.splits, spec, get_profile("smoke", image_size=32,
+                                                                compile=True), imgs, "cpu")
+    compiled_profile = get_profile("smoke", image_size=32, compile=True, frozen_bn=False)
     compiled = train_run(study.cohort, study.splits, spec, compiled_profile, imgs, "cpu",
                          progress=False)
     np.testing.assert_allclose(compiled.predictions["prob"], eager.predictions["prob"],
@@ -201,3 +205,79 @@ def test_torch_compile_option_trains_the_same_model(study):
     assert run_config(study, spec, imgs.key)["settings"]["compile"] is False
     study.profile = compiled_profile
     assert run_config(study, spec, imgs.key)["settings"]["compile"] is True
+
+
+def test_linear_probe_runs_fold_by_fold_and_never_fits_on_test_subjects(study):
+    from phyllodes import probe
+    from phyllodes.images import image_tensor
+    imgs = image_tensor(study.cohort, 32)
+    spec = RunSpec("image", probe.probe_name("resnet10t"), fold=1)
+    assert spec.is_probe and not spec.is_network and spec.encoder == "resnet10t"
+    assert spec.label == "image · resnet10t linear probe"
+    out = train_run(study.cohort, study.splits, spec, study.profile, imgs, "cpu",
+                    progress=False)
+    p = out.predictions
+    test_fold = set(study.splits.loc[study.splits["fold"] == 1, "subject_id"])
+    assert set(p.loc[p["split"] == "test", "subject_id"]) == test_fold
+    assert out.extra["probe_C"] in probe.C_GRID and len(out.history) == len(probe.C_GRID)
+    # the features are fold-independent and computed once; the fit sees train rows only:
+    # poisoning the test rows' features changes nothing of the fitted model
+    (key, x), = [(k, v) for k, v in probe._FEATURES.items() if k[0] == "resnet10t"]
+    rows = {k: np.flatnonzero(study.cohort.images["subject_id"].isin(out.extra["subjects"][k]))
+            for k in ("train", "val", "test")}
+    y = study.cohort.images["y"].to_numpy()
+    s = study.cohort.images["subject_id"].to_numpy()
+    a, ca, _ = probe.fit_probe(x, y, s, rows)
+    poisoned = x.copy()
+    poisoned[rows["test"]] = 1e6
+    b, cb, _ = probe.fit_probe(poisoned, y, s, rows)
+    assert ca == cb
+    np.testing.assert_array_equal(a[-1].coef_, b[-1].coef_)
+
+
+def test_precision_is_fp32_for_cpu_training_unless_asked():
+    """bf16 training steps were measured slower than fp32 on the CPU (README "Performance"):
+    'auto' keeps fp32 there and uses bf16 on CUDA only."""
+    from phyllodes.profiles import get_profile
+    from phyllodes.training import autocast_dtype
+    quick = get_profile("quick")
+    assert quick.precision == "auto" and autocast_dtype(quick, "cpu") is None
+    assert autocast_dtype(quick, "cuda") == torch.bfloat16
+    assert autocast_dtype(get_profile("quick", precision="bf16"), "cpu") == torch.bfloat16
+    assert autocast_dtype(get_profile("quick", precision="fp32"), "cuda") is None
+
+
+def test_view_cache_is_computed_once_shared_by_folds_and_kept_on_disk(study, monkeypatch):
+    from phyllodes import views
+    from phyllodes.images import image_tensor
+    from phyllodes.training import Trainer, fold_partition
+    imgs = image_tensor(study.cohort, 32)
+    spec = RunSpec("image", "efficientnet_lite0", fold=0)
+    from dataclasses import replace
+    profile = replace(study.profile, pretrained="if_cached")  # the same ImageNet prefix
+    views._MEMORY.clear()
+    calls = []
+    real = views._run
+    monkeypatch.setattr(views, "_run", lambda *a, **k: calls.append(1) or real(*a, **k))
+    tr = {}
+    for fold in (0, 1):
+        s = RunSpec("image", "efficientnet_lite0", fold=fold)
+        parts = fold_partition(study.cohort, study.splits, fold, 0.2, seed=fold)
+        tr[fold] = Trainer(study.cohort, parts, s, profile, imgs, "cpu")
+    k = profile.cache_views
+    assert tr[0].cached and len(calls) == 2 + k  # clean, flip, K views: once for both folds
+    assert tr[0].views is tr[1].views
+    v = tr[0].views
+    assert v["views"].shape[:2] == (k, len(study.cohort.images))
+    assert v["views"].dtype == views.cache_dtype("cpu")
+    views._MEMORY.clear()  # a new process: read from disk, not recomputed
+    parts = fold_partition(study.cohort, study.splits, 0, 0.2, seed=0)
+    again = Trainer(study.cohort, parts, spec, profile, imgs, "cpu").views
+    assert len(calls) == 2 + k and torch.equal(again["views"], v["views"])
+    # a random-init prefix (another run seed) is another cache, never a stale one
+    rnd = Trainer(study.cohort, parts, spec, study.profile, imgs, "cpu")
+    assert not torch.equal(rnd.views["clean"], v["clean"])
+    # the prefix is frozen: training changes none of its weights
+    before = views.prefix_digest(tr[0].model)
+    tr[0].epoch()
+    assert views.prefix_digest(tr[0].model) == before

@@ -1,0 +1,102 @@
+"""The frozen prefix of the image encoder, run once over augmented views of every image.
+
+With the stem and first stages of an EfficientNet frozen (``frozen_stages``), their output does
+not depend on the fold: :func:`view_cache` computes it for every image of the cohort — the
+clean image, its left-right flip (for flip TTA and the linear-probe initialisation) and K
+augmented views (:func:`phyllodes.images.augment`, one fixed generator seed) — and every fold,
+modality and fusion of a study reuses it. Training then draws, for each image and epoch, one of
+its K views and runs only the trainable stages. Nothing is fit and the augmentation is
+label-free, so sharing it across folds leaks nothing.
+
+The prefix runs under bf16 autocast where the CPU has native bf16 (measured 2.8x faster than
+fp32 for this inference-only pass) and the outputs are stored in bf16 (41 MB for 252 images,
+EfficientNet-Lite0 at 128 px, K = 16); on a CUDA device likewise. The cache is kept in memory
+and on disk (``.cache/views/``), keyed by a digest of the prefix's weights, the image cache key,
+K and the dtype: a stale file is never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+import torch
+
+from . import paths
+from .images import ImageSet, augment
+
+log = logging.getLogger(__name__)
+VIEWS_SEED = 12345
+_MEMORY: dict[str, dict[str, torch.Tensor]] = {}
+
+
+def native_bf16(device: str) -> bool:
+    """Whether bf16 runs natively here (CUDA, or a CPU with AVX-512 BF16 / AMX)."""
+    if device.startswith("cuda"):
+        return True
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def cache_dtype(device: str) -> torch.dtype:
+    return torch.bfloat16 if native_bf16(device) else torch.float32
+
+
+def prefix_digest(model) -> str:
+    """A digest of the frozen prefix's weights (stem and frozen stages)."""
+    h = hashlib.sha256()
+    enc = model.encoder
+    for module in (enc.conv_stem, enc.bn1, *enc.blocks[:model.prefix_stages]):
+        for name, t in module.state_dict().items():
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:20]
+
+
+@torch.inference_mode()
+def _run(model, images01: torch.Tensor, dtype: torch.dtype, device: str,
+         batch_size: int = 64) -> torch.Tensor:
+    out = []
+    for i in range(0, len(images01), batch_size):
+        x = images01[i:i + batch_size].to(device).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.split(":")[0], dtype=torch.bfloat16,
+                            enabled=dtype == torch.bfloat16):
+            out.append(model.encode_prefix(x).to(dtype))
+    return torch.cat(out).contiguous()
+
+
+def view_cache(model, image_set: ImageSet, k: int, device: str = "cpu"
+               ) -> dict[str, torch.Tensor]:
+    """{'clean': (N, C, h, w), 'flip': (N, C, h, w), 'views': (K, N, C, h, w)} prefix outputs
+    of every image of ``image_set`` (from memory, the disk cache, or computed once)."""
+    dtype = cache_dtype(device)
+    key = hashlib.sha256(f"{prefix_digest(model)}|{image_set.key}|{k}|{dtype}|{VIEWS_SEED}"
+                         .encode()).hexdigest()[:24]
+    if key in _MEMORY:
+        return _MEMORY[key]
+    file = paths.cache_dir() / "views" / f"{key}.pt"
+    if file.exists():
+        try:
+            blob = torch.load(file, map_location=device, weights_only=True)
+            if blob.get("key") == key:
+                _MEMORY[key] = {n: blob[n] for n in ("clean", "flip", "views")}
+                return _MEMORY[key]
+        except Exception as e:  # an unreadable cache is rebuilt, never trusted
+            log.warning("view cache %s is unreadable (%s): rebuilding it", file, e)
+    was_training = model.training
+    model.eval()
+    x01 = image_set.images.float().div(255.0)
+    g = torch.Generator().manual_seed(VIEWS_SEED)
+    blob = {"clean": _run(model, x01, dtype, device),
+            "flip": _run(model, x01.flip(-1), dtype, device),
+            "views": torch.stack([_run(model, augment(x01.clone(), g), dtype, device)
+                                  for _ in range(k)])}
+    model.train(was_training)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_suffix(".tmp")
+    torch.save({"key": key, **{n: v.cpu() for n, v in blob.items()}}, tmp)
+    tmp.replace(file)
+    _MEMORY[key] = blob
+    return blob
