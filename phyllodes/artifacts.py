@@ -38,8 +38,10 @@ ARTIFACTS: tuple[Artifact, ...] = (
              built_by=("splits.make_splits",)),
     Artifact("unimodal baselines (clinical MLP, LR, RF, GB; image fine-tuned, image linear "
              "probe)", "02_unimodal_baselines",
-             ("table_unimodal_baselines", "table_unimodal_baselines_inner_threshold"),
-             ("fig_roc_unimodal",), ("tables.model_comparison", "figures.roc_curves")),
+             ("table_unimodal_baselines", "table_unimodal_baselines_inner_threshold",
+              "table_unimodal_baselines_tests"),
+             ("fig_roc_unimodal",), ("tables.model_comparison", "tables.paired_auc_tests",
+                                     "figures.roc_curves")),
     Artifact("Table 3: clinical vs image vs multimodal, beside the simple baselines",
              "03_multimodal_training",
              ("table3_modality_comparison", "table3b_modality_tests"),

@@ -12,6 +12,7 @@ one colour per model across figures, legends below the axes, never over the data
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -29,6 +30,10 @@ from .evaluation import pooled_subject_test
 from .explain_runs import cam_examples
 from .imageio import mask_array, read_gray8
 from .images import ImageSet
+
+FOREST_LABEL_CHARS = 22  #: a forest plot's model names wrap at this width (one column)
+FOREST_ROW_IN = 0.28     #: inches per model row
+FOREST_LINE_IN = 0.12    #: inches per extra line of a wrapped name
 
 
 def save_figure(fig: plt.Figure, cohort: str, stem: str, dpi: int = style.DPI
@@ -163,11 +168,17 @@ def cam_grid(images: np.ndarray | torch.Tensor, cams: np.ndarray,
 
 
 def forest_plot(table: pd.DataFrame, metric: str = "auc", by: str = "model_label",
-                        paper: list[float] | None = None, title: str = "") -> plt.Figure:
+                paper: list[float] | None = None, title: str = "") -> plt.Figure:
     """Pooled estimate and 95% CI of one metric per model (forest plot), fold means as bars,
-    the paper's values as ×; the figure is as tall as its rows, the legend below."""
+    the paper's values as ×. One column wide: long model names wrap over lines so that the
+    data keep at least half the width; the figure is as tall as its (wrapped) rows, the
+    legend below."""
+    from matplotlib.ticker import FormatStrFormatter, MaxNLocator
     t = table.reset_index(drop=True)
-    fig, ax = style.figure(style.SINGLE, 0.9 + 0.28 * len(t))
+    names = [textwrap.fill(str(s), FOREST_LABEL_CHARS) for s in t[by]]
+    lines = sum(max(1, n.count("\n") + 1) for n in names)
+    fig, ax = style.figure(style.SINGLE, 0.9 + FOREST_ROW_IN * len(t)
+                           + FOREST_LINE_IN * (lines - len(t)))
     y = np.arange(len(t))[::-1]
     est, lo, hi = (t[f"{metric}_pooled_{k}"].to_numpy() for k in ("est", "low", "high"))
     ax.errorbar(est, y, xerr=[est - lo, hi - est], fmt="o", c=style.SERIES[0], capsize=2,
@@ -175,8 +186,10 @@ def forest_plot(table: pd.DataFrame, metric: str = "auc", by: str = "model_label
     ax.scatter(t[f"{metric}_mean"], y, marker="|", s=60, c=style.SERIES[3], label="fold mean")
     if paper is not None and np.isfinite(np.asarray(paper, dtype=float)).any():
         ax.scatter(paper, y, marker="x", c=style.PAPER, label="paper (MGH phyllodes)")
-    ax.set_yticks(y, t[by])
+    ax.set_yticks(y, names)
     ax.set_ylim(-0.6, len(t) - 0.4)
+    ax.xaxis.set_major_locator(MaxNLocator(4, steps=[1, 2, 5, 10]))  # 0.85, 0.90: exact
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%.2f"))
     ax.set(xlabel=metric.upper(), title=title)
     style.legend_outside(ax, ncol=3)
     fig.tight_layout()

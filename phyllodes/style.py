@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt
 
 SINGLE = 3.5   #: inches, one column
 DOUBLE = 7.2   #: inches, two columns
+LEGEND_DROP_PT = 34  #: a legend below the axes starts this far under them (ticks + x label)
 DPI = 300
 
 #: Okabe-Ito: black, orange, sky blue, bluish green, yellow, blue, vermillion, reddish purple
@@ -70,7 +71,10 @@ def figure(width: float = SINGLE, height: float | None = None, nrows: int = 1, n
 
 
 def legend_outside(ax, ncol: int = 1, title: str | None = None, handles=None, labels=None):
-    """A legend below the axes (never over the data); returns it."""
+    """A legend below the axes and their x label (never over the data or the label), at a
+    fixed distance in points whatever the axes' height; returns it."""
+    from matplotlib.transforms import offset_copy
     kw = {} if handles is None else {"handles": handles, "labels": labels}
-    return ax.legend(loc="upper left", bbox_to_anchor=(0, -0.18), ncol=ncol, title=title,
-                     borderaxespad=0, **kw)
+    below = offset_copy(ax.transAxes, fig=ax.figure, y=-LEGEND_DROP_PT, units="points")
+    return ax.legend(loc="upper left", bbox_to_anchor=(0, 0), bbox_transform=below, ncol=ncol,
+                     title=title, borderaxespad=0, **kw)

@@ -58,14 +58,14 @@ CLASSICAL = ("logreg", "random_forest", "gradient_boosting")
 
 #: Version of the training recipe. Run ids hash it: bump it whenever a change alters what a run
 #: computes, so that old runs are never reused.
-RECIPE_VERSION = 4
+RECIPE_VERSION = 5
 #: The modules whose code decides what a run computes, and their fingerprint
 #: (:func:`recipe_fingerprint`) when RECIPE_VERSION was last reviewed. tests/test_runs.py fails
 #: when the code changes without this being updated: then bump RECIPE_VERSION if what a run
 #: computes changed, and record the new fingerprint either way.
 RECIPE_MODULES = ("training", "models", "clinical", "images", "imageio", "pretrained", "splits",
                   "cohort", "contract", "views", "probe")
-RECIPE_SOURCE = "1c06843c1e9fbad6"
+RECIPE_SOURCE = "4f94be91d067cb92"
 
 
 def recipe_fingerprint() -> str:
@@ -352,8 +352,9 @@ class Trainer:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
         self.cached = bool(self.uses_images and profile.cache_views and model.prefix_stages)
-        self.views = (view_cache(model, image_set, profile.cache_views, device)
-                      if self.cached else None)
+        self.amp = autocast_dtype(profile, device)
+        self.views = (view_cache(model, image_set, profile.cache_views, device,
+                                 self.amp or torch.float32) if self.cached else None)
         self.rows = {k: torch.as_tensor(_rows(cohort, v), device=device) for k, v in parts.items()}
         y_train = cohort.images["y"].to_numpy()[self.rows["train"].cpu().numpy()]
         self.sampler = class_aware_sampler(y_train, seed)
@@ -380,7 +381,6 @@ class Trainer:
                                     profile.warmup_epochs * self.steps_per_epoch))
         self.loss_fn = torch.nn.BCEWithLogitsLoss()
         self.gen = torch.Generator(device=device).manual_seed(seed)
-        self.amp = autocast_dtype(profile, device)
         self.aux_weight = profile.aux_weight if spec.modality == "multimodal" else 0.0
 
     @torch.no_grad()

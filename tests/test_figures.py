@@ -51,6 +51,32 @@ def test_forest_plot_is_sized_to_its_rows():
     fig.canvas.draw()
     ax = fig.axes[0]
     assert ax.get_legend().get_window_extent().y1 <= ax.get_window_extent().y0
+    # below the x label too, not over it, however short the axes
+    assert ax.get_legend().get_window_extent().y1 <= ax.xaxis.label.get_window_extent().y0
+
+
+
+def test_forest_plot_with_long_names_keeps_half_the_width_for_the_data():
+    names = ["whole network (last stage + conv head) instead of stage 4",
+             "class-aware sampler instead of a shuffle", "recipe"]
+    t = pd.DataFrame({"model_label": names, "auc_pooled_est": [0.83, 0.84, 0.85],
+                      "auc_pooled_low": [0.78, 0.79, 0.80], "auc_pooled_high": [0.88, 0.89, 0.9],
+                      "auc_mean": [0.84, 0.85, 0.86]})
+    fig = figures.forest_plot(t)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    assert fig.get_size_inches()[0] == pytest.approx(style.SINGLE)
+    assert ax.get_window_extent().width >= 0.45 * fig.bbox.width
+    labels = [x.get_text() for x in ax.get_yticklabels()]
+    assert all(max(len(s) for s in x.split("\n")) <= figures.FOREST_LABEL_CHARS for x in labels)
+    # x tick labels do not overlap one another
+    boxes = [x.get_window_extent() for x in ax.get_xticklabels() if x.get_text()]
+    assert len(boxes) >= 2 and all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:]))
+    # ticks at round values, so that the printed label is the tick's exact value
+    ticks = [x for x in ax.get_xticks() if ax.get_xlim()[0] <= x <= ax.get_xlim()[1]]
+    assert all(abs(x * 100 - round(x * 100)) < 1e-9 for x in ticks)
+    assert fig.get_size_inches()[1] > figures.forest_plot(t.assign(
+        model_label=["a", "b", "c"])).get_size_inches()[1]  # wrapped rows are taller
 
 
 def test_models_keep_their_colour_across_figures():

@@ -104,6 +104,15 @@ def test_notebook02_records_unimodal_baselines(smoke_run):
     assert all(0 <= v <= 1 for v in auc.values())
     assert all(s >= 0 for s in rec["auc_sd"].values())
     assert isinstance(rec["image_beats_probe"], bool)
+    vp = rec["image_vs_probe"]
+    assert vp["auc_difference"] == pytest.approx(
+        auc["image · efficientnet_lite0 (random init)"]
+        - auc["image · efficientnet_lite0 linear probe (random init)"], abs=1e-9)
+    assert 0 < vp["delong_p"] <= 1 and 0 < vp["bootstrap_p"] <= 1
+    tdir = out / "tables" / "breast-lesions-usg"
+    tests = pd.read_csv(tdir / "table_unimodal_baselines_tests.csv")
+    assert len(tests) == 1 + 3  # image vs probe; the MLP vs each classical model
+    assert tests["comparison"].iloc[0].endswith("linear probe (random init)")
     t = pd.read_csv(out / "tables" / "breast-lesions-usg" / "table_unimodal_baselines.csv")
     assert len(t) == 6 and t["auc (pooled, 95% CI)"].str.match(r"0\.\d{3} \[0\.\d{3}, ").all()
     assert (out / "figures" / "breast-lesions-usg" / "fig_roc_unimodal.png").exists()

@@ -107,6 +107,26 @@ def test_same_seed_same_predictions_on_cpu(study):
     assert not np.allclose(a.predictions["prob"], c.predictions["prob"])
 
 
+def test_the_cached_recipe_is_bit_for_bit_reproducible(study, tmp_path, monkeypatch):
+    """The recipe's path (frozen prefix over cached views, LP init, late fusion) twice, the
+    view cache rebuilt from scratch each time: the same predictions, bit for bit (what
+    ./run_all.sh --check relies on)."""
+    from phyllodes import views
+    from phyllodes.images import image_tensor
+    imgs = image_tensor(study.cohort, 32)
+    spec = RunSpec("multimodal", "efficientnet_lite0", "late", fold=1, seed=2)
+    assert study.profile.cache_views and study.profile.lp_init
+    out = []
+    for i in range(2):
+        views._MEMORY.clear()
+        monkeypatch.setenv("PHYLLODES_CACHE", str(tmp_path / f"cache{i}"))
+        out.append(train_run(study.cohort, study.splits, spec, study.profile, imgs, "cpu",
+                             progress=False).predictions)
+        assert list((tmp_path / f"cache{i}" / "views").glob("*.pt"))  # built anew
+    pd.testing.assert_frame_equal(out[0], out[1], check_exact=True)
+    views._MEMORY.clear()
+
+
 def test_interrupted_grid_resumes_without_recomputing(study, tmp_path, monkeypatch):
     specs = grid_specs(["clinical", "image"], {"clinical": ["mlp", "logreg"],
                                               "image": ["resnet10t"]}, ["concat"], [0, 1], [0])
@@ -269,7 +289,7 @@ def test_view_cache_is_computed_once_shared_by_folds_and_kept_on_disk(study, mon
     assert tr[0].views is tr[1].views
     v = tr[0].views
     assert v["views"].shape[:2] == (k, len(study.cohort.images))
-    assert v["views"].dtype == views.cache_dtype("cpu")
+    assert v["views"].dtype == torch.float32  # fp32 on a CPU: the same on every CPU
     views._MEMORY.clear()  # a new process: read from disk, not recomputed
     parts = fold_partition(study.cohort, study.splits, 0, 0.2, seed=0)
     again = Trainer(study.cohort, parts, spec, profile, imgs, "cpu").views
