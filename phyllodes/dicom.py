@@ -1296,8 +1296,8 @@ def _decoder_problem(ts) -> str:
         return f"transfer syntax {name}: no decoder exists in pydicom"
     if not dec.is_available:
         return (f"transfer syntax {name}: no decoder installed (JPEG Lossless, Extended and "
-                "JPEG-LS need pylibjpeg-libjpeg, GPL-3.0, or python-gdcm, BSD: pip install one "
-                "of them and import again)")
+                "JPEG-LS need python-gdcm, pinned in requirements.txt: run ./run_all.sh --setup "
+                "and import again)")
     return ""
 
 

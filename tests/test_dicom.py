@@ -500,3 +500,42 @@ def test_key_file_is_private_and_kept(tmp_path):
     k.write_text("short")
     with pytest.raises(dicom.DicomImportError, match="at least 32"):
         dicom.load_or_create_key(k)
+
+
+def test_jpeg_lossless_and_jpeg_ls_decode_exactly(export, tmp_path):
+    """JPEG Lossless (process 14) and JPEG-LS, common in PACS exports, decode through the pinned
+    python-gdcm (BSD): imported pixel for pixel, not skipped."""
+    gdcm = pytest.importorskip("gdcm")
+    import pydicom
+    src = tmp_path / "lossless"
+    raw = tmp_path / "raw"
+    imgs = {}
+    for i, (name, ts) in enumerate([("JLL", gdcm.TransferSyntax.JPEGLosslessProcess14_1),
+                                    ("JLS", gdcm.TransferSyntax.JPEGLSLossless)]):
+        p = fx.PATIENTS[f"p{i + 1}"]
+        imgs[name] = fx.frame_with_scan(np.random.default_rng(10 + i), p)
+        ds = fx.base_dataset(p)
+        ds.SequenceOfUltrasoundRegions = [fx.region_item()]
+        fx.set_mono(ds, imgs[name])
+        fx.save(ds, raw / name)
+        reader = gdcm.ImageReader()
+        reader.SetFileName(str(raw / name))
+        assert reader.Read()
+        change = gdcm.ImageChangeTransferSyntax()
+        change.SetTransferSyntax(gdcm.TransferSyntax(ts))
+        change.SetInput(reader.GetImage())
+        assert change.Change()
+        src.mkdir(exist_ok=True)
+        writer = gdcm.ImageWriter()
+        writer.SetFileName(str(src / name))
+        writer.SetFile(reader.GetFile())
+        writer.SetImage(change.GetOutput())
+        assert writer.Write()
+        assert pydicom.dcmread(src / name).file_meta.TransferSyntaxUID.is_compressed
+    out = tmp_path / "o" / "c"
+    r = _import(src, export["sheet"], export["mapping"], out, export["key"])
+    assert not r.skipped and r.n_images == 2
+    got = sorted((_png(out, i["image_path"]) for i in r.summary["images"]), key=lambda a: a.sum())
+    want = sorted((fx._crop(imgs[n]) for n in imgs), key=lambda a: a.sum())
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
