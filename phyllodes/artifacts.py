@@ -84,7 +84,8 @@ ARTIFACTS: tuple[Artifact, ...] = (
              ("tables.table9_recipe_ablation", "figures.forest_plot")),
     Artifact("the multimodal recipe against its alternatives (folds of another seed)",
              "06_image_recipe", ("table9b_multimodal_recipe_ablation",),
-             built_by=("tables.table9_recipe_ablation",), needs_clinical=True),
+             built_by=("tables.table9b_multimodal_recipe_ablation",
+                       "tables.table9_recipe_ablation"), needs_clinical=True),
 )
 
 SPLITS_FILE = "tables/{c}/splits_{k}fold_seed{s}.csv"

@@ -104,6 +104,17 @@ def decision_curves(subj: pd.DataFrame, by: str = "model_label", column: str = "
     return pd.concat(frames, ignore_index=True)
 
 
+def baselines_late_fusion(preds: pd.DataFrame, encoder: str, label: str
+                          ) -> tuple[pd.DataFrame, list[str]]:
+    """The late fusion (:func:`late_fusion`) of the two simple baselines, the clinical logistic
+    regression and the image linear probe of ``encoder``: its prediction rows labelled
+    ``label``, and the two baselines' labels."""
+    from .probe import probe_name
+    pair = [label_for(preds, "clinical", "logreg"), label_for(preds, "image",
+                                                              probe_name(encoder))]
+    return late_fusion(preds, pair, label), pair
+
+
 def late_fusion(preds: pd.DataFrame, labels: list[str], label: str) -> pd.DataFrame:
     """The late fusion of finished models: per image, the mean of their predicted log-odds
     (nothing is fit, so nothing can leak). Returns prediction rows (inner-validation and test)

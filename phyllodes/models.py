@@ -217,9 +217,16 @@ def truncate_after_stage(encoder: nn.Module, stage: int) -> int:
     return width
 
 
+def prefix_modules(encoder: nn.Module, stages: int) -> tuple[nn.Module, ...]:
+    """An EfficientNet's stem and first ``stages`` stages, in order: the frozen, cacheable
+    prefix (frozen by :func:`freeze_stages`, run by :meth:`PhyllodesNet.encode_prefix`,
+    digested by :func:`phyllodes.views.prefix_digest`)."""
+    return (encoder.conv_stem, encoder.bn1, *encoder.blocks[:stages])
+
+
 def freeze_stages(encoder: nn.Module, stages: int) -> None:
     """Freeze an EfficientNet's stem and its first ``stages`` stages (no gradient)."""
-    for m in (encoder.conv_stem, encoder.bn1, *encoder.blocks[:stages]):
+    for m in prefix_modules(encoder, stages):
         for p in m.parameters():
             p.requires_grad_(False)
 
@@ -340,10 +347,9 @@ class PhyllodesNet(nn.Module):
 
     def encode_prefix(self, image: torch.Tensor) -> torch.Tensor:
         """The frozen stem and first stages' output for [0, 1] grayscale images (B, 1, H, W)."""
-        enc = self.encoder
-        h = enc.bn1(enc.conv_stem(self._normalise(image)))
-        for block in enc.blocks[:self.prefix_stages]:
-            h = block(h)
+        h = self._normalise(image)
+        for module in prefix_modules(self.encoder, self.prefix_stages):
+            h = module(h)
         return h
 
     def features_from_prefix(self, h: torch.Tensor) -> torch.Tensor:

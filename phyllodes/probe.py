@@ -17,7 +17,6 @@ the stage its fine-tuned image branch ends with).
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -25,6 +24,7 @@ from sklearn.preprocessing import StandardScaler
 
 from .images import ImageSet
 from .metrics import subject_auc
+from .splits import subject_weights
 
 PREFIX = "probe_"
 #: inverse regularisation strengths tried on inner validation
@@ -101,8 +101,7 @@ def fit_probe(x: np.ndarray, y: np.ndarray, subjects: np.ndarray, rows: dict[str
     its C chosen by the subject-level AUC of the ``val`` rows (ties: the smaller C). Returns
     the fitted pipeline, the C and the history of the search."""
     tr, va = rows["train"], rows["val"]
-    counts = pd.Series(subjects[tr]).map(pd.Series(subjects[tr]).value_counts()).to_numpy()
-    w = 1.0 / counts
+    w = subject_weights(subjects[tr])
     best, history = None, []
     for c in c_grid:
         clf = make_pipeline(StandardScaler(), LogisticRegression(

@@ -34,11 +34,14 @@ ROLES = ("result", "plan", "execution", "report")
 SCOPES = ("all", "neural", "images", "image_training", "probe", "clinical_mlp")
 
 
-def setting(default: Any, role: str, scope: str = "all", doc: str = "") -> Any:
-    """A Profile field with its role (see the module docstring) and scope."""
+def setting(default: Any, role: str, scope: str = "all", doc: str = "",
+            choices: tuple | None = None) -> Any:
+    """A Profile field with its role (see the module docstring), scope and, for a setting that
+    names one of a few behaviours, its ``choices`` (any other value is refused)."""
     if role not in ROLES or scope not in SCOPES:
         raise ValueError(f"role must be one of {ROLES} and scope one of {SCOPES}")
-    return field(default=default, metadata={"role": role, "scope": scope, "doc": doc})
+    return field(default=default, metadata={"role": role, "scope": scope, "doc": doc,
+                                            "choices": choices})
 
 
 @dataclass(frozen=True)
@@ -57,11 +60,13 @@ class Profile:
     pretrained: str = setting(
         "required", "result", "images",
         "'required' (ImageNet weights or a clear error), 'if_cached' (when on this machine, "
-        "else random init, labelled in the tables) or 'none'; hashed as the resolved yes/no")
+        "else random init, labelled in the tables) or 'none'; hashed as the resolved yes/no",
+        choices=("required", "if_cached", "none"))
     freeze_fraction: float = setting(0.0, "result", "image_training",
                                      "fraction of encoder parameters kept frozen (early layers)")
     fusion: str = setting("concat", "plan",
-                          doc="the paper's fusion: feature concatenation + MLP head")
+                          doc="the paper's fusion: feature concatenation + MLP head",
+                          choices=("concat", "late", "gated"))
     fusions: tuple[str, ...] = setting(("concat", "late", "gated"), "plan",
                                        doc="fusion variants of notebook 03")
     epochs: int = setting(40, "result", "image_training",
@@ -101,26 +106,29 @@ class Profile:
     frozen_bn: bool = setting(False, "result", "image_training",
                               "every encoder BatchNorm keeps its ImageNet statistics")
     image_head: str = setting("mlp", "result", "image_training",
-                              "'linear' (a logistic regression on the features) or 'mlp'")
+                              "'linear' (a logistic regression on the features) or 'mlp'",
+                              choices=("mlp", "linear"))
     clinical_branch: str = setting(
         "mlp", "result", "image_training",
         "multimodal: 'mlp' (the paper's clinical MLP) or 'linear' (the preprocessed vector "
-        "itself; late fusion's clinical head is then a logistic regression, fit first and kept)")
+        "itself; late fusion's clinical head is then a logistic regression, fit first and kept)",
+        choices=("mlp", "linear"))
     lp_init: bool = setting(False, "result", "image_training",
                             "LP-FT: the linear image head (and its feature standardisation) "
                             "starts as a logistic regression on the frozen features")
     stopping: str = setting("early", "result", "image_training",
                             "'early' (best inner-validation AUC, patience) or 'fixed' (train "
-                            "every epoch, keep the last)")
+                            "every epoch, keep the last)", choices=("early", "fixed"))
     tta_flip: bool = setting(False, "result", "image_training",
                              "test-time augmentation: mean of the image's and its left-right "
                              "flip's probabilities")
     sampler: str = setting("class_aware", "result", "neural",
                            "'class_aware' (each class drawn equally often) or 'shuffle' (every "
-                           "training image once per epoch)")
+                           "training image once per epoch)", choices=("class_aware", "shuffle"))
     precision: str = setting("auto", "result", "neural",
                              "'auto' (bf16 autocast on CUDA, fp32 on a CPU, where bf16 "
-                             "training was measured no faster), 'fp32' or 'bf16'")
+                             "training was measured no faster), 'fp32' or 'bf16'",
+                             choices=("auto", "fp32", "bf16"))
     probe_taps: tuple = setting(("head",), "result", "probe",
                                 "features of the linear probe: 'head' (the last stage, pooled) "
                                 "and/or feature-stage indices (phyllodes.probe)")
@@ -141,6 +149,17 @@ class Profile:
         """The ``result`` settings whose scope is in ``scopes`` (what a run id hashes)."""
         return {f.name: getattr(self, f.name) for f in fields(self)
                 if f.metadata["role"] == "result" and f.metadata["scope"] in scopes}
+
+
+    def __post_init__(self) -> None:
+        """Refuse a value outside a setting's choices (a typo would otherwise fall back to
+        some default behaviour silently), naming the setting and what it accepts."""
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise ValueError(f"profile setting {f.name}={getattr(self, f.name)!r} is not "
+                                 f"one of {list(choices)}; fix it in the notebook's parameters "
+                                 "cell or the get_profile(...) call")
 
 
 #: The image recipe of the quick profile (notebook 06 shows how it was chosen, on folds of

@@ -40,7 +40,6 @@ def _pval(tests, other: str) -> float:
 
 
 WHOLE = "whole network (last stage + conv head) instead of stage 4"
-CONCAT = "paper's concatenation (MLP head)"
 
 
 def _auc(table, variant: str) -> str:
@@ -49,6 +48,7 @@ def _auc(table, variant: str) -> str:
 
 def results_markdown() -> str:
     """The bundled cohort's results, every number read from the committed tables."""
+    from .tables import CONCAT, RECIPE_LATE
     t3, tests = _csv("table3_modality_comparison"), _csv("table3b_modality_tests")
     t3c, tests_all = _csv("table3c_modality_comparison_all"), _csv("table3d_modality_tests_all")
     rows = ["| model (Table 3, clinical inputs 'paper') | pooled AUC [95% CI] | fold mean ± SD "
@@ -121,7 +121,7 @@ def results_markdown() -> str:
         f"initialisation {_auc(ab, 'no linear-probe initialisation of the head')}; the whole "
         f"network instead of stage 4 {_auc(ab, WHOLE)} (three times the training cost); "
         f"the linear probe {_auc(ab, 'image linear probe (baseline)')}. Multimodal: late "
-        f"fusion {_auc(abm, 'recipe: late fusion LP-FT')} against the paper's concatenation "
+        f"fusion {_auc(abm, RECIPE_LATE)} against the paper's concatenation "
         f"{_auc(abm, CONCAT)}.",
     ]
     return "\n".join(rows) + "\n\nWhat the tables say, plainly:\n\n" + "\n".join(bullets)

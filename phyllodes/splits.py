@@ -136,6 +136,13 @@ def inner_split(subjects: pd.DataFrame, val_fraction: float = 0.2, seed: int = 0
     return ids[tr], ids[va]
 
 
+def subject_weights(subject_ids) -> np.ndarray:
+    """Per image row, 1 / (rows of its subject): every subject weighs 1 in a fit, however many
+    images it has."""
+    ids = pd.Series(np.asarray(subject_ids))
+    return 1.0 / ids.map(ids.value_counts()).to_numpy()
+
+
 def fold_subjects(splits: pd.DataFrame, fold: int) -> tuple[np.ndarray, np.ndarray]:
     """(training subject ids, test subject ids) of outer fold ``fold``."""
     test = splits["fold"] == fold

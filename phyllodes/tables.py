@@ -171,8 +171,8 @@ def modality_comparison(preds: pd.DataFrame, encoder: str, fusion: str,
                                                                   probe_name(encoder))
     if "logreg" in clinical_baselines:
         lf = "multimodal · late fusion of clinical logreg and image linear probe"
-        pair = [labels["clinical baseline: logreg"], labels["image baseline: linear probe"]]
-        preds = pd.concat([preds, evaluation.late_fusion(preds, pair, lf)], ignore_index=True)
+        rows, _ = evaluation.baselines_late_fusion(preds, encoder, lf)
+        preds = pd.concat([preds, rows], ignore_index=True)
         labels["late fusion of the two baselines"] = lf
     shown = preds[preds["model_label"].isin(labels.values())]
     table = evaluation.comparison_table(shown, n_boot=n_boot, seed=seed,
@@ -202,6 +202,31 @@ def table9_recipe_ablation(preds: pd.DataFrame, reference: str, order: list[str]
                      "DeLong p": np.nan if t is None else t["delong_p"],
                      "_auc_pooled_est": r["auc_pooled_est"]})
     return pd.DataFrame(rows)
+
+
+#: Table 9b's rows: the multimodal recipe (late fusion LP-FT), the paper's concatenation and
+#: the simple baselines.
+RECIPE_LATE = "recipe: late fusion LP-FT"
+CONCAT = "paper's concatenation (MLP head)"
+
+
+def table9b_multimodal_recipe_ablation(preds: pd.DataFrame, encoder: str, n_boot: int = 1000,
+                                       seed: int = 0) -> pd.DataFrame:
+    """Notebook 06's multimodal part: the recipe's late fusion against the paper's
+    concatenation, the clinical logistic regression, the image linear probe and the late
+    fusion of those two (:func:`table9_recipe_ablation`'s columns). ``preds``: the runs of
+    multimodal ``encoder`` (late, concat), clinical logreg and the probe."""
+    lab = {RECIPE_LATE: evaluation.label_for(preds, "multimodal", encoder, "late"),
+           CONCAT: evaluation.label_for(preds, "multimodal", encoder, "concat")}
+    lf, (clin, probe) = evaluation.baselines_late_fusion(preds, encoder,
+                                                         "late fusion of the baselines")
+    lab.update({"clinical logistic regression": clin, "image linear probe": probe,
+                "late fusion of the baselines": "late fusion of the baselines"})
+    mm = pd.concat([preds, lf], ignore_index=True)
+    mm = mm[mm["model_label"].isin(lab.values())].copy()
+    mm["model_label"] = mm["model_label"].map({v: k for k, v in lab.items()})
+    return table9_recipe_ablation(mm, RECIPE_LATE, list(lab), dict(lab), n_boot=n_boot,
+                                  seed=seed)
 
 
 def table2_encoder_comparison(table: pd.DataFrame, encoders: dict[str, str],

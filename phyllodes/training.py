@@ -51,7 +51,7 @@ from .models import PhyllodesNet, predict_proba, resolve_pretrained
 from .probe import C_GRID, encoder_of, fold_probe, is_probe
 from .profiles import Profile
 from .progress import bars_wanted, emit
-from .splits import fold_subjects, inner_split
+from .splits import fold_subjects, inner_split, subject_weights
 from .views import view_cache
 
 CLASSICAL = ("logreg", "random_forest", "gradient_boosting")
@@ -65,7 +65,7 @@ RECIPE_VERSION = 5
 #: computes changed, and record the new fingerprint either way.
 RECIPE_MODULES = ("training", "models", "clinical", "images", "imageio", "pretrained", "splits",
                   "cohort", "contract", "views", "probe")
-RECIPE_SOURCE = "4f94be91d067cb92"
+RECIPE_SOURCE = "893e89c4b91cc6f1"
 
 
 def recipe_fingerprint() -> str:
@@ -222,7 +222,7 @@ def train_classical(cohort: Cohort, parts: dict, spec: RunSpec) -> RunOutput:
     train = cohort.images.iloc[rows]
     x_tr, y_tr = enc.transform_images(train), train["y"].to_numpy()
     # one image row per image; each subject weighs 1 in total, however many images it has
-    w_subject = 1.0 / train.groupby("subject_id")["subject_id"].transform("size").to_numpy()
+    w_subject = subject_weights(train["subject_id"])
     seed = run_seed(spec)
     if spec.model == "logreg":
         clf = LogisticRegression(C=1.0, class_weight="balanced", max_iter=5000)
@@ -308,10 +308,9 @@ def probe_weights(x: np.ndarray, y: np.ndarray, subjects: np.ndarray, seed: int,
     folds = max(2, min(5, n_class))
     cv = list(StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(
         x, y, groups=subjects))
-    counts = pd.Series(subjects).map(pd.Series(subjects).value_counts()).to_numpy()
     lr = LogisticRegressionCV(Cs=list(c_grid), cv=cv, scoring="roc_auc", max_iter=5000,
                               l1_ratios=(0,), use_legacy_attributes=False)
-    lr.fit((x - mu) / sd, y, sample_weight=1.0 / counts)
+    lr.fit((x - mu) / sd, y, sample_weight=subject_weights(subjects))
     return mu, sd, lr.coef_[0], float(lr.intercept_[0]), float(np.ravel(lr.C_)[0])
 
 
@@ -417,8 +416,8 @@ class Trainer:
                 isinstance(m.clinical, torch.nn.Identity):
             from sklearn.linear_model import LogisticRegression
             xc = self.x_clin[rows].cpu().numpy()
-            w = 1.0 / pd.Series(subjects).map(pd.Series(subjects).value_counts()).to_numpy()
-            lr = LogisticRegression(C=1.0, max_iter=5000).fit(xc, y, sample_weight=w)
+            lr = LogisticRegression(C=1.0, max_iter=5000).fit(
+                xc, y, sample_weight=subject_weights(subjects))
             m.clinical_head.weight.copy_(torch.as_tensor(lr.coef_[0], dtype=torch.float32)[None])
             m.clinical_head.bias.fill_(float(lr.intercept_[0]))
             for p in m.clinical_head.parameters():

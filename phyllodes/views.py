@@ -27,6 +27,7 @@ import torch
 
 from . import images, paths
 from .images import ImageSet, augment
+from .models import prefix_modules
 
 log = logging.getLogger(__name__)
 VIEWS_SEED = 12345
@@ -38,8 +39,7 @@ _AUGMENT_SOURCE = hashlib.sha256(inspect.getsource(images).encode()).hexdigest()
 def prefix_digest(model) -> str:
     """A digest of the frozen prefix's weights (stem and frozen stages)."""
     h = hashlib.sha256()
-    enc = model.encoder
-    for module in (enc.conv_stem, enc.bn1, *enc.blocks[:model.prefix_stages]):
+    for module in prefix_modules(model.encoder, model.prefix_stages):
         for name, t in module.state_dict().items():
             h.update(name.encode())
             h.update(t.detach().cpu().contiguous().numpy().tobytes())

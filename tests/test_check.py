@@ -61,3 +61,12 @@ def test_missing_extra_and_reshaped_tables(tmp_path):
     assert "table99_new.csv: committed missing (not committed) vs regenerated present" in text
     assert f"{first.name}: rows: committed {len(df)} rows vs regenerated {len(df) - 1} rows" \
         in text
+
+
+def test_every_built_by_entry_names_a_function_of_the_package():
+    """The README map's "built by" column cannot name a function that was renamed away."""
+    from phyllodes.artifacts import ARTIFACTS, builder
+    names = [b for a in ARTIFACTS for b in a.built_by]
+    assert len(names) >= len(ARTIFACTS)
+    for qualified in names:
+        assert callable(builder(qualified)), qualified

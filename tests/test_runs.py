@@ -71,7 +71,10 @@ def test_a_setting_changes_the_run_ids_it_applies_to_and_no_other(study, name):
     if name == "pretrained":  # hashed as the resolved yes/no; smoke's 'none' -> 'required'
         changed = replace(base, pretrained="required")
     else:
-        changed = replace(base, **{name: _changed(getattr(base, name))})
+        choices = f.metadata.get("choices")
+        value = getattr(base, name)
+        changed = replace(base, **{name: next(c for c in choices if c != value) if choices
+                                   else _changed(value)})
     before, after = _ids(study, base), _ids(study, changed)
     role, scope = f.metadata["role"], f.metadata["scope"]
     for kind in SPECS:
@@ -146,3 +149,22 @@ def test_run_config_records_profile_commit_and_recipe(study):
 
 def test_profiles_are_profiles():
     assert all(isinstance(p, Profile) and p.name == k for k, p in PROFILES.items())
+
+
+@pytest.mark.parametrize("name", [f.name for f in fields(Profile) if f.metadata.get("choices")])
+def test_a_setting_outside_its_choices_is_refused_by_name(name):
+    """A typo ('shufle', 'fixd') must not fall back to a default behaviour silently."""
+    from phyllodes.profiles import get_profile
+    choices = Profile.__dataclass_fields__[name].metadata["choices"]
+    for p in PROFILES.values():  # every shipped profile uses valid values
+        assert getattr(p, name) in choices
+    with pytest.raises(ValueError, match=rf"{name}='typo' is not one of"):
+        get_profile("quick", **{name: "typo"})
+    with pytest.raises(ValueError, match=name):
+        replace(PROFILES["smoke"], **{name: "typo"})  # what Study.with_settings does
+
+
+def test_the_settings_that_name_a_behaviour_declare_their_choices():
+    named = {f.name for f in fields(Profile) if f.metadata.get("choices")}
+    assert {"pretrained", "fusion", "image_head", "clinical_branch", "stopping", "sampler",
+            "precision"} <= named

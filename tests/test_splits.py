@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -101,3 +102,11 @@ def test_inner_split_is_stratified_and_disjoint(public):
     assert not set(tr) & set(va) and len(tr) + len(va) == len(subj)
     frac = subj.set_index("subject_id").loc[va, "y"].mean()
     assert abs(frac - subj["y"].mean()) < 0.03
+
+
+def test_subject_weights_make_every_subject_weigh_one():
+    from phyllodes.splits import subject_weights
+    ids = np.array(["a", "b", "b", "c", "c", "c"])
+    w = subject_weights(ids)
+    assert w.tolist() == [1.0, 0.5, 0.5, 1 / 3, 1 / 3, 1 / 3]
+    assert pd.Series(w).groupby(ids).sum().tolist() == pytest.approx([1, 1, 1])
