@@ -388,8 +388,11 @@ def cam_validation_table(cams: np.ndarray, masks: np.ndarray, correct: ArrayLike
 
     Columns: ``n``, ``energy_inside`` (mean) and ``energy_inside_sd``, ``chance_energy`` (mean
     mask area fraction: the energy inside, and the hit rate, a map without information would
-    get), ``energy_lift`` (energy_inside / chance_energy), ``hit_rate`` with its Wilson
-    ``hit_low``/``hit_high``. Cases with an empty mask are left out (``n`` counts the rest).
+    get), ``energy_lift`` (energy_inside / chance_energy) with its bootstrap
+    ``lift_low``/``lift_high``, ``hit_rate`` with its Wilson ``hit_low``/``hit_high``. Cases
+    with an empty mask are left out (``n`` counts the rest). A map with no positive value
+    (``n_flat_maps``) has no energy to place: it is left out of the energy, chance and lift
+    columns (point estimate and bootstrap alike) and counts as a miss in the pointing game.
     """
     cams, masks = np.asarray(cams), np.asarray(masks).astype(bool)
     correct = np.asarray(correct).astype(bool).ravel()
@@ -406,19 +409,20 @@ def cam_validation_table(cams: np.ndarray, masks: np.ndarray, correct: ArrayLike
                       ("all", np.ones_like(correct))):
         sel = sel & keep
         k, n = int(hit[sel].sum()), int(sel.sum())
-        e = energy[sel]
-        e = e[np.isfinite(e)]
+        valid = sel & np.isfinite(energy)
+        e = energy[valid]
         low, high = wilson_ci(k, n, alpha)
-        chance = float(area[sel].mean()) if n else np.nan
+        chance = float(area[valid].mean()) if e.size else np.nan
         mean_e = float(e.mean()) if e.size else np.nan
         lift_low = lift_high = np.nan
-        if n > 1:
-            idx = np.flatnonzero(sel)
+        if e.size > 1:
+            idx = np.flatnonzero(valid)
             rng = np.random.default_rng(seed)
-            draws = idx[rng.integers(0, n, size=(n_boot, n))]
+            draws = idx[rng.integers(0, idx.size, size=(n_boot, idx.size))]
             reps = energy[draws].mean(axis=1) / area[draws].mean(axis=1)
             lift_low, lift_high = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
-        rows.append({"group": name, "n": n, "energy_inside": mean_e,
+        rows.append({"group": name, "n": n, "n_flat_maps": n - int(e.size),
+                     "energy_inside": mean_e,
                      "energy_inside_sd": float(e.std(ddof=1)) if e.size > 1 else np.nan,
                      "chance_energy": chance,
                      "energy_lift": mean_e / chance if n and chance > 0 else np.nan,

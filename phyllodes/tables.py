@@ -367,10 +367,10 @@ def _cam_validation(study: Study, result: dict, images: ImageSet) -> pd.DataFram
         t = explain.cam_validation_table(cams, masks, correct.loc[rows].to_numpy(),
                                          tolerance_px=max(1, images.images.shape[-1] // 32))
         frames.append(t.reset_index().assign(method=name))
-    return pd.concat(frames, ignore_index=True)[["method", "group", "n", "energy_inside",
-                                                 "energy_inside_sd", "chance_energy",
-                                                 "energy_lift", "lift_low", "lift_high",
-                                                 "hit_rate", "hit_low", "hit_high"]]
+    return pd.concat(frames, ignore_index=True)[[
+        "method", "group", "n", "n_flat_maps", "energy_inside", "energy_inside_sd",
+        "chance_energy", "energy_lift", "lift_low", "lift_high", "hit_rate", "hit_low",
+        "hit_high"]]
 
 
 def table7_modality_share(result: dict, paper_share: float, n_boot: int = 1000, seed: int = 0

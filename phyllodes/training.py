@@ -18,11 +18,13 @@ Protocol of every run (no leakage by construction):
 5. AdamW with one learning rate for the encoder and another for the clinical branch and heads;
    linear warm-up then cosine decay, stepped per batch.
 6. ``stopping='fixed'``: every epoch is trained and the last weights kept; ``'early'``: the
-   subject-level AUC on the inner-validation subjects decides early stopping (``patience``) and
-   which epoch's weights are kept (the clinical MLP always stops early).
+   subject-level AUC on the inner-validation subjects (predicted from the image and its flip,
+   without the ``tta_views``) decides early stopping (``patience``) and which epoch's weights
+   are kept (the clinical MLP always stops early).
 7. The kept model predicts the inner-validation subjects (for thresholds and recalibration
-   chosen later) and, once, the test subjects (with ``tta_flip``, the mean over the image and
-   its left-right flip).
+   chosen later) and, once, the test subjects: the mean probability over the image, its
+   left-right flip (``tta_flip``) and K augmented views (``tta_views``; the cached views, or
+   views drawn with the fixed ``TTA_SEED``). The augmentation is label-free and fit on nothing.
 
 Images are decoded once per run set (:mod:`phyllodes.images`) and live on the device as uint8;
 batches are sliced from that tensor (or from the view cache) as one tensor — no per-sample
@@ -58,14 +60,14 @@ CLASSICAL = ("logreg", "random_forest", "gradient_boosting")
 
 #: Version of the training recipe. Run ids hash it: bump it whenever a change alters what a run
 #: computes, so that old runs are never reused.
-RECIPE_VERSION = 5
+RECIPE_VERSION = 6
 #: The modules whose code decides what a run computes, and their fingerprint
 #: (:func:`recipe_fingerprint`) when RECIPE_VERSION was last reviewed. tests/test_runs.py fails
 #: when the code changes without this being updated: then bump RECIPE_VERSION if what a run
 #: computes changed, and record the new fingerprint either way.
 RECIPE_MODULES = ("training", "models", "clinical", "images", "imageio", "pretrained", "splits",
                   "cohort", "contract", "views", "probe")
-RECIPE_SOURCE = "893e89c4b91cc6f1"
+RECIPE_SOURCE = "9609a01e82461329"
 
 
 def recipe_fingerprint() -> str:
@@ -160,6 +162,10 @@ class RunOutput:
     best_epoch: int = -1
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
+
+
+#: seed of the augmented test-time views drawn on the fly (``tta_views`` without a cache)
+TTA_SEED = 2024
 
 
 def run_seed(spec: RunSpec) -> int:
@@ -475,9 +481,11 @@ class Trainer:
             total += self.step(self.batch(b), b)
         return float(total) / n
 
-    def predict(self, split: str) -> np.ndarray:
+    def predict(self, split: str, views: bool = True) -> np.ndarray:
         """Probabilities of the split's rows (the inner-validation or test subjects' images):
-        with ``tta_flip``, the mean over the image and its left-right flip."""
+        the mean over the image, its left-right flip (``tta_flip``) and, with ``views``, its
+        first ``tta_views`` augmented views (the per-epoch monitoring skips those: they cost
+        as much as the epoch's training)."""
         rows = self.rows[split]
         clin = self.x_clin[rows]
         bs = max(self.batch_size, 64)
@@ -489,6 +497,13 @@ class Trainer:
             inputs = [self.x_img[rows], self.x_img[rows].flip(-1)]
         if not self.profile.tta_flip:
             inputs = inputs[:1]
+        n_views = self.profile.tta_views if views else 0
+        if n_views and self.cached:
+            inputs += [self.views["views"][v][rows]
+                       for v in range(min(n_views, self.views["views"].shape[0]))]
+        elif n_views:
+            g = torch.Generator(device=self.device).manual_seed(TTA_SEED)
+            inputs += [augment(to_float(self.x_img[rows]), g) for _ in range(n_views)]
         probs = [predict_proba(self.model, x, clin, bs, self.amp, prefix=self.cached)
                  for x in inputs]
         return np.mean(probs, axis=0).astype(np.float32) if len(probs) > 1 else probs[0]
@@ -512,7 +527,7 @@ def train_neural(cohort: Cohort, parts: dict, spec: RunSpec, profile: Profile,
                disable=not bars_wanted(progress))
     for epoch in bar:
         train_loss = tr.epoch()
-        p_val = tr.predict("val")
+        p_val = tr.predict("val", views=False)
         val_auc = subject_auc(val_subj, val_y, p_val)
         val_loss = float(torch.nn.functional.binary_cross_entropy(
             torch.as_tensor(p_val).clamp(1e-6, 1 - 1e-6),

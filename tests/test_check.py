@@ -70,3 +70,19 @@ def test_every_built_by_entry_names_a_function_of_the_package():
     assert len(names) >= len(ARTIFACTS)
     for qualified in names:
         assert callable(builder(qualified)), qualified
+
+
+def test_readme_results_are_generated_from_the_committed_tables(tmp_path):
+    """The README's generated sections equal what the committed tables give; an edited table
+    number makes its section stale."""
+    import shutil
+
+    from phyllodes import readme
+    assert readme.stale_sections() == []
+    copy = tmp_path / "README.md"
+    shutil.copy(readme.README, copy)
+    text = copy.read_text()
+    start = text.index("<!-- results:start -->") if "<!-- results:start -->" in text else None
+    assert start is not None, "README.md lost its generated results section"
+    copy.write_text(text[:start] + text[start:].replace("0.", "9.", 1))
+    assert "results" in readme.stale_sections(copy)

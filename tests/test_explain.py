@@ -175,6 +175,28 @@ def test_wilson_and_validation_table():
         pytest.approx(ex.wilson_ci(1, 2))
 
 
+def test_flat_maps_are_counted_and_left_out_of_energy_and_its_ci():
+    """A map with no positive value has no energy to place: counted in ``n_flat_maps``, left
+    out of the energy, chance and lift alike (point estimate and bootstrap), a pointing-game
+    miss. Before, one such map turned the lift's CI into NaN."""
+    rng = np.random.default_rng(0)
+    cams = rng.random((6, 8, 8))
+    masks = np.zeros((6, 8, 8), bool)
+    masks[:, 2:6, 2:6] = True  # area 16/64
+    masks[5, :, :4] = True     # another area for the flat map: must not enter the chance
+    cams[5] = 0.0              # flat
+    t = ex.cam_validation_table(cams, masks, correct=np.ones(6, bool), n_boot=200)
+    row = t.loc["all"]
+    assert row["n"] == 6 and row["n_flat_maps"] == 1
+    e = [ex.cam_energy_inside(c, m) for c, m in zip(cams[:5], masks[:5])]
+    assert row["energy_inside"] == pytest.approx(np.mean(e))
+    assert row["chance_energy"] == pytest.approx(16 / 64)
+    assert np.isfinite(row["lift_low"]) and np.isfinite(row["lift_high"])
+    assert row["lift_low"] <= row["energy_lift"] <= row["lift_high"]
+    hits = [ex.pointing_game_hit(c, m) for c, m in zip(cams, masks)]
+    assert not hits[5] and row["hit_rate"] == pytest.approx(np.mean(hits))
+
+
 # --------------------------------------------------------------------------- trained model
 
 SIZE, RADIUS = 32, 6

@@ -210,13 +210,16 @@ def test_torch_compile_option_trains_the_same_model(study):
     from phyllodes.runs import run_config
     imgs = image_tensor(study.cohort, 32)
     spec = RunSpec("multimodal", "resnet10t", "concat", fold=0, seed=0)
+    # without augmented test views: on a random-init network at 32 px some augmented views
+    # get saturated logits, where a rounding difference flips a probability from 0 to 1
     eager = train_run(study.cohort, study.splits, spec,
-                      get_profile("smoke", image_size=32, frozen_bn=False), imgs, "cpu",
-                      progress=False)
+                      get_profile("smoke", image_size=32, frozen_bn=False, tta_views=0), imgs,
+                      "cpu", progress=False)
     with pytest.raises(ValueError, match="compile=True is not supported with frozen_bn"):
         train_run(study.cohort, study.splits, spec, get_profile("smoke", image_size=32,
                                                                 compile=True), imgs, "cpu")
-    compiled_profile = get_profile("smoke", image_size=32, compile=True, frozen_bn=False)
+    compiled_profile = get_profile("smoke", image_size=32, compile=True, frozen_bn=False,
+                                   tta_views=0)
     compiled = train_run(study.cohort, study.splits, spec, compiled_profile, imgs, "cpu",
                          progress=False)
     np.testing.assert_allclose(compiled.predictions["prob"], eager.predictions["prob"],
@@ -301,3 +304,43 @@ def test_view_cache_is_computed_once_shared_by_folds_and_kept_on_disk(study, mon
     before = views.prefix_digest(tr[0].model)
     tr[0].epoch()
     assert views.prefix_digest(tr[0].model) == before
+
+
+def test_augmented_view_tta_averages_the_named_views(study):
+    """``tta_views``: a prediction is the mean probability over the image, its flip and its
+    first K augmented views (cached ones with ``cache_views``; else drawn with a fixed seed,
+    the same on every call)."""
+    from dataclasses import replace
+
+    from phyllodes.images import image_tensor
+    from phyllodes.models import predict_proba
+    from phyllodes.training import Trainer, fold_partition
+    imgs = image_tensor(study.cohort, 32)
+    spec = RunSpec("image", "efficientnet_lite0", fold=0)
+    parts = fold_partition(study.cohort, study.splits, 0, 0.2, seed=0)
+    profile = replace(study.profile, tta_flip=True, tta_views=2)
+    tr = Trainer(study.cohort, parts, spec, profile, imgs, "cpu")
+    assert tr.cached
+    tr.epoch()
+    rows = tr.rows["test"]
+    clin = tr.x_clin[rows]
+    inputs = [tr.views["clean"][rows], tr.views["flip"][rows], tr.views["views"][0][rows],
+              tr.views["views"][1][rows]]
+    each = [predict_proba(tr.model, x, clin, 64, None, prefix=True) for x in inputs]
+    got = tr.predict("test")
+    np.testing.assert_allclose(got, np.mean(each, axis=0), rtol=1e-6, atol=1e-7)
+    assert np.abs(got - np.mean(each[:2], axis=0)).max() > 1e-4  # the views count
+    tr.profile = replace(profile, tta_views=0)
+    np.testing.assert_allclose(tr.predict("test"), np.mean(each[:2], axis=0), rtol=1e-6,
+                               atol=1e-7)
+    # end to end (no cache): views drawn with a fixed seed, the same on every call
+    tr2 = Trainer(study.cohort, parts, spec, replace(profile, cache_views=0), imgs, "cpu")
+    assert not tr2.cached
+    a, b = tr2.predict("test"), tr2.predict("test")
+    np.testing.assert_array_equal(a, b)
+    tr2.profile = replace(tr2.profile, tta_views=0)
+    assert np.abs(a - tr2.predict("test")).max() > 1e-4
+    # the per-epoch monitoring skips the augmented views; the final predictions use them
+    tr.profile = profile
+    np.testing.assert_allclose(tr.predict("test", views=False), np.mean(each[:2], axis=0),
+                               rtol=1e-6, atol=1e-7)
