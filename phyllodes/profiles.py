@@ -157,19 +157,25 @@ class Profile:
 
     def __post_init__(self) -> None:
         """Refuse a value outside a setting's choices (a typo would otherwise fall back to
-        some default behaviour silently), naming the setting and what it accepts."""
+        some default behaviour silently), naming the setting and what it accepts; refuse more
+        test-time views than are cached (they would silently be fewer)."""
         for f in fields(self):
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
                 raise ValueError(f"profile setting {f.name}={getattr(self, f.name)!r} is not "
                                  f"one of {list(choices)}; fix it in the notebook's parameters "
                                  "cell or the get_profile(...) call")
+        if self.tta_views < 0 or (self.cache_views and self.tta_views > self.cache_views):
+            raise ValueError(f"profile setting tta_views={self.tta_views} must be between 0 "
+                             f"and cache_views={self.cache_views} (the test-time views are "
+                             "the cached ones): lower tta_views or raise cache_views")
 
 
 #: The image recipe of the quick profile (notebook 06 shows how it was chosen, on folds of
-#: another seed): EfficientNet-Lite at 128 px, stem and stages 0-3 frozen and cached over 16
-#: augmented views, stage 4 fine-tuned with BatchNorm at ImageNet statistics, pooled stage-4
-#: features, a linear head started as a logistic regression (LP-FT), 8 epochs, flip TTA.
+#: other seeds): EfficientNet-Lite at 128 px on a tight ROI crop (5% margin), stem and stages
+#: 0-3 frozen and cached over 16 augmented views, stage 4 fine-tuned with BatchNorm at ImageNet
+#: statistics, pooled stage-4 features, a linear head started as a logistic regression (LP-FT),
+#: 8 epochs, test-time mean over the image, its flip and its 16 cached views.
 RECIPE = dict(image_size=128, roi_margin=0.05, tap=4, frozen_stages=4, cache_views=16,
               frozen_bn=True, image_head="linear", lp_init=True, stopping="fixed", epochs=8,
               lr_encoder=3e-4, lr_head=3e-3, weight_decay=1e-2, warmup_epochs=1, tta_flip=True,

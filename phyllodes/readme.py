@@ -39,8 +39,13 @@ def _pval(tests, other: str) -> float:
     return float(tests[tests["comparison"].str.endswith(" vs " + other)]["delong_p"].iloc[0])
 
 
-WHOLE = "whole network (last stage + conv head) instead of stage 4"
-MARGIN = "ROI margin 0.15 (the earlier crop) instead of 0.05"
+
+
+def ablation_label(setting: str) -> str:
+    """The name of notebook 06's ablation variant that changes ``setting`` (one list:
+    :data:`phyllodes.profiles.RECIPE_ABLATION`)."""
+    from .profiles import RECIPE_ABLATION
+    return next(name for name, overrides in RECIPE_ABLATION if setting in overrides)
 
 
 def _auc(table, variant: str) -> str:
@@ -81,6 +86,8 @@ def results_markdown() -> str:
     ab = _csv("table9_image_recipe_ablation").set_index("variant")
     abm = _csv("table9b_multimodal_recipe_ablation").set_index("variant")
     est = {k: float(v.split()[0]) for k, v in auc.items()}
+    var = {k: _auc(ab, ablation_label(k))
+           for k in ("frozen_bn", "lp_init", "tap", "roi_margin", "tta_views")}
     probe_verb = "beats" if est["image"] > est["image baseline: linear probe"] else \
         "does NOT beat"
     target = "reaches, in its point estimate," if est["multimodal"] >= 0.90 else "does not reach"
@@ -119,14 +126,12 @@ def results_markdown() -> str:
            if lift < 1.5 else "."),
         "- **How the recipe was chosen** (notebook 06, folds of split seed 1, not the "
         f"study's): recipe {_auc(ab, 'recipe')}; BatchNorm statistics updated in training "
-        f"{_auc(ab, 'BatchNorm statistics updated in training')}; no linear-probe "
-        f"initialisation {_auc(ab, 'no linear-probe initialisation of the head')}; the whole "
-        f"network instead of stage 4 {_auc(ab, WHOLE)} (three times the training cost); "
-        f"the earlier ROI margin of 0.15 {_auc(ab, MARGIN)}; no augmented-view test-time "
-        f"augmentation {_auc(ab, 'no augmented-view test-time augmentation')}; "
-        f"the linear probe {_auc(ab, 'image linear probe (baseline)')}. Multimodal: late "
-        f"fusion {_auc(abm, RECIPE_LATE)} against the paper's concatenation "
-        f"{_auc(abm, CONCAT)}.",
+        f"{var['frozen_bn']}; no linear-probe initialisation {var['lp_init']}; the whole "
+        f"network instead of stage 4 {var['tap']} (three times the training cost); the "
+        f"earlier ROI margin of 0.15 {var['roi_margin']}; no augmented-view test-time "
+        f"augmentation {var['tta_views']}; the linear probe "
+        f"{_auc(ab, 'image linear probe (baseline)')}. Multimodal: late fusion "
+        f"{_auc(abm, RECIPE_LATE)} against the paper's concatenation {_auc(abm, CONCAT)}.",
     ]
     return "\n".join(rows) + "\n\nWhat the tables say, plainly:\n\n" + "\n".join(bullets)
 

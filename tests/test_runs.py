@@ -70,6 +70,8 @@ def test_a_setting_changes_the_run_ids_it_applies_to_and_no_other(study, name):
     base = study.profile
     if name == "pretrained":  # hashed as the resolved yes/no; smoke's 'none' -> 'required'
         changed = replace(base, pretrained="required")
+    elif name == "tta_views":  # at most cache_views: changed downwards
+        changed = replace(base, tta_views=base.tta_views - 1)
     else:
         choices = f.metadata.get("choices")
         value = getattr(base, name)
@@ -162,6 +164,18 @@ def test_a_setting_outside_its_choices_is_refused_by_name(name):
         get_profile("quick", **{name: "typo"})
     with pytest.raises(ValueError, match=name):
         replace(PROFILES["smoke"], **{name: "typo"})  # what Study.with_settings does
+
+
+def test_more_test_time_views_than_cached_ones_are_refused():
+    """With a view cache the test-time views are cached ones: asking for more would silently
+    average fewer."""
+    from phyllodes.profiles import get_profile
+    assert get_profile("quick").tta_views == get_profile("quick").cache_views == 16
+    with pytest.raises(ValueError, match="tta_views=17 must be between 0 and cache_views=16"):
+        get_profile("quick", tta_views=17)
+    with pytest.raises(ValueError, match="tta_views=-1"):
+        get_profile("quick", tta_views=-1)
+    assert get_profile("quick", cache_views=0, tta_views=32).tta_views == 32  # drawn on the fly
 
 
 def test_the_settings_that_name_a_behaviour_declare_their_choices():
