@@ -182,3 +182,17 @@ def test_the_settings_that_name_a_behaviour_declare_their_choices():
     named = {f.name for f in fields(Profile) if f.metadata.get("choices")}
     assert {"pretrained", "fusion", "image_head", "clinical_branch", "stopping", "sampler",
             "precision"} <= named
+
+
+def test_recipe_screen_refuses_the_study_folds(capsys):
+    """scripts/recipe_screen.py screens recipe changes; split seed 0 (the reported folds) is
+    refused before anything is trained."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "scripts" / "recipe_screen.py"
+    spec = importlib.util.spec_from_file_location("recipe_screen", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    with pytest.raises(SystemExit) as e:
+        mod.main(["image", "{}", "--splits", "2,0"])
+    assert e.value.code == 2 and "split seed 0" in capsys.readouterr().err
