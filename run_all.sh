@@ -7,6 +7,7 @@
 #   ./run_all.sh --profile smoke --cohort data/private/mgh --device cuda --output /scratch/out
 #   ./run_all.sh --only 01,03         only these notebooks
 #   ./run_all.sh --weights-dir DIR    encoder weights files, one per encoder (offline GPU nodes)
+#   ./run_all.sh --set NAME=VALUE     any profile setting, repeatable (e.g. --set pretrained=none)
 #   ./run_all.sh --report             rebuild report/<cohort>/index.html from existing outputs
 #   ./run_all.sh --check              rerun the study (quick) in a scratch folder and compare
 #                                     its tables with the committed ones (what CI runs too)
@@ -16,6 +17,7 @@ cd "$(dirname "$0")"
 
 profile="" cohort="breast-lesions-usg" device="auto" output="" only="" mode="notebooks" seed=0
 weights_dir=""
+settings=()
 usage() { awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -26,6 +28,7 @@ while [ $# -gt 0 ]; do
     --seed) seed="$2"; shift 2 ;;
     --only) only="$2"; shift 2 ;;
     --weights-dir) weights_dir="$2"; shift 2 ;;
+    --set) settings+=(--set "$2"); shift 2 ;;
     --tests) mode="tests"; shift ;;
     --report) mode="report"; shift ;;
     --check) mode="check"; shift ;;
@@ -75,6 +78,8 @@ case "$mode" in
     fi
     echo "run_all.sh: lint (ruff check, configured in pyproject.toml)"
     "$PY" -m ruff check .
+    echo "run_all.sh: the package's layers (lint-imports, contracts in pyproject.toml)"
+    "$(dirname "$PY")/lint-imports" --no-cache
     exec "$PY" -m pytest -q tests ;;
 esac
 
@@ -86,4 +91,4 @@ args=(--profile "$profile" --cohort "$cohort" --device "$device" --seed "$seed")
 [ -n "$output" ] && args+=(--output "$output")
 [ -n "$only" ] && args+=(--only "$only")
 [ -n "$weights_dir" ] && args+=(--weights-dir "$weights_dir")
-exec "$PY" -m phyllodes notebooks "${args[@]}"
+exec "$PY" -m phyllodes notebooks "${args[@]}" "${settings[@]}"

@@ -6,7 +6,11 @@ import argparse
 import logging
 import sys
 
-from .profiles import PROFILES
+from phyllodes.profiles import PROFILES, parse_settings
+
+SET_HELP = ("a profile setting for this run, NAME=VALUE (repeatable), e.g. --set "
+            "pretrained=none --set image_size=64; validated by the Profile and recorded in "
+            "every run's config")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     nb.add_argument("--only", default="", help="comma-separated notebook numbers, e.g. 01,03")
     nb.add_argument("--weights-dir", default=None, help="a folder of encoder weights files, "
                     "one per encoder name (<encoder>.pth/.pt/.safetensors/.bin)")
+    nb.add_argument("--set", dest="settings", action="append", default=[], metavar="NAME=VALUE",
+                    help=SET_HELP)
 
     cv = sub.add_parser("convert-breast", help="derive the bundled cohort from the "
                         "BrEaST-Lesions_USG release")
@@ -46,17 +52,18 @@ def main(argv: list[str] | None = None) -> int:
     va.add_argument("--no-images", action="store_true", help="check paths only, do not open "
                     "the images")
 
-    from . import cli_runs
+    from phyllodes import cli_runs
     cli_runs.add_parsers(sub)
     # commands with their own argument parser: everything after the name goes to them
-    delegated = {"readme": ("phyllodes.readme", "regenerate README.md's generated sections"),
-                 "check": ("phyllodes.check", "rerun the study into a scratch folder and "
+    delegated = {"readme": ("phyllodes.report.readme", "regenerate README.md's generated sections"),
+                 "check": ("phyllodes.ops.check", "rerun the study into a scratch folder and "
                            "compare its tables with the committed ones"),
-                 "report": ("phyllodes.report", "rebuild the HTML report from existing "
+                 "report": ("phyllodes.report.html", "rebuild the HTML report from existing "
                             "outputs"),
-                 "fetch-weights": ("phyllodes.preflight", "download timm's ImageNet weights "
+                 "fetch-weights": ("phyllodes.ops.preflight", "download timm's ImageNet weights "
                                    "of a profile's encoders (on a machine with internet)"),
-                 "import-dicom": ("phyllodes.dicom", "a hospital DICOM export + clinical "
+                 "import-dicom": ("phyllodes.data.sources.dicom", "a hospital DICOM export + "
+                                  "clinical "
                                   "spreadsheet -> a de-identified cohort")}
     for name, (_, text) in delegated.items():
         sub.add_parser(name, help=text + f" (python -m phyllodes {name} --help)",
@@ -70,10 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "notebooks":
-        from .runner import main_notebooks
+        from phyllodes.ops.runner import main_notebooks
+        try:
+            args.settings = parse_settings(args.settings)
+        except ValueError as e:
+            p.error(str(e))
         return main_notebooks(args)
     if args.command == "validate":
-        from .cohort import validate_cohort
+        from phyllodes.data.cohort import validate_cohort
         try:
             report = validate_cohort(args.cohort, folds=args.folds or None,
                                      check_images=not args.no_images)
@@ -83,12 +94,12 @@ def main(argv: list[str] | None = None) -> int:
         print(report.text(show=None if args.all else 12))
         return 0 if report.ok else 1
     if args.command == "convert-breast":
-        from .breast import convert_breast
+        from phyllodes.data.sources.breast import convert_breast
         t = convert_breast(args.source, args.out, args.max_side, args.overwrite)
         print(f"wrote {len(t)} rows to {args.out}/cohort.csv")
         return 0
     if args.command == "synthetic":
-        from .synthetic import make_synthetic_cohort
+        from phyllodes.data.sources.synthetic import make_synthetic_cohort
         out = make_synthetic_cohort(args.out, args.subjects, args.seed, args.image_size)
         print(f"wrote a synthetic cohort to {out}")
         return 0

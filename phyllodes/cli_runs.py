@@ -7,9 +7,9 @@ summary table: each model's pooled subject AUC with its 95% CI and the fold mean
 
 from __future__ import annotations
 
-from .models import FUSIONS, MODALITIES
-from .profiles import PROFILES
-from .training import CLASSICAL
+from phyllodes.keys import CLASSICAL
+from phyllodes.models.network import FUSIONS, MODALITIES
+from phyllodes.profiles import PROFILES
 
 
 def _common(p) -> None:
@@ -19,6 +19,10 @@ def _common(p) -> None:
     p.add_argument("--output", default="", help="root of results/ (default: the repository)")
     p.add_argument("--splits-file", default="")
     p.add_argument("--encoder-weights", default=None, help="local weights file of the encoder")
+    p.add_argument("--weights-dir", default=None, help="a folder of encoder weights files, one "
+                   "per encoder name")
+    p.add_argument("--set", dest="settings", action="append", default=[], metavar="NAME=VALUE",
+                   help="a profile setting, NAME=VALUE (repeatable), e.g. --set image_size=64")
     p.add_argument("--overwrite", action="store_true", help="recompute finished runs")
 
 
@@ -54,21 +58,27 @@ def add_parsers(sub) -> None:
                    help="default: the profile's fusion")
     g.add_argument("--folds", default="all", help="e.g. 0,1 (default all)")
     g.add_argument("--seeds", default="0")
-    from .grid import EXECUTORS
+    from phyllodes.train.grid import EXECUTORS
     g.add_argument("--executor", default="local", choices=EXECUTORS)
     g.add_argument("--address", default=None, help="Ray cluster address (default: local)")
     g.add_argument("--max-retries", type=int, default=2)
 
 
 def _study(args, seed: int = 0):
-    from .study import open_study
+    from phyllodes.profiles import parse_settings
+    from phyllodes.study import open_study
+    try:
+        settings = parse_settings(args.settings)
+    except ValueError as e:
+        raise SystemExit(f"python -m phyllodes {args.command}: {e}") from None
     return open_study(args.profile, args.cohort, device=args.device, seed=seed,
-                      output_dir=args.output, splits_file=args.splits_file)
+                      output_dir=args.output, splits_file=args.splits_file, settings=settings,
+                      weights_dir=args.weights_dir)
 
 
 def dispatch(args) -> int:
-    from .runs import execute_run
-    from .training import RunSpec
+    from phyllodes.train.runs import execute_run
+    from phyllodes.train.spec import RunSpec
 
     if args.command == "run":
         study = _study(args)
@@ -78,7 +88,7 @@ def dispatch(args) -> int:
         print(d)
         return 0
     if args.command == "grid":
-        from .grid import grid_specs, grid_summary, run_grid
+        from phyllodes.train.grid import grid_specs, grid_summary, run_grid
         study = _study(args)
         p = study.profile
         encoders = args.models or [p.encoder]

@@ -165,6 +165,18 @@ class Profile:
                 raise ValueError(f"profile setting {f.name}={getattr(self, f.name)!r} is not "
                                  f"one of {list(choices)}; fix it in the notebook's parameters "
                                  "cell or the get_profile(...) call")
+        for f in fields(self):
+            v, kind = getattr(self, f.name), str(f.type)
+            ok = (v is None and "None" in kind) or (
+                isinstance(v, bool) if kind.startswith("bool") else
+                isinstance(v, int) and not isinstance(v, bool) if kind.startswith("int") else
+                isinstance(v, (int, float)) and not isinstance(v, bool)
+                if kind.startswith("float") else
+                isinstance(v, tuple) if kind.startswith("tuple") else
+                isinstance(v, str) if kind.startswith("str") else True)
+            if not ok:
+                raise ValueError(f"profile setting {f.name}={v!r} is not of type {kind}; fix it "
+                                 "in the notebook's parameters cell, --set or get_profile(...)")
         if self.tta_views < 0 or (self.cache_views and self.tta_views > self.cache_views):
             raise ValueError(f"profile setting tta_views={self.tta_views} must be between 0 "
                              f"and cache_views={self.cache_views} (the test-time views are "
@@ -234,6 +246,57 @@ def get_profile(name: str, **overrides: Any) -> Profile:
             v = overrides[k]
             overrides[k] = tuple([v] if isinstance(v, str) else v)
     return replace(PROFILES[name], **overrides)
+
+
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def _field_types() -> dict[str, str]:
+    return {f.name: str(f.type) for f in fields(Profile)}
+
+
+def parse_value(name: str, text: str) -> Any:
+    """The value of setting ``name`` written as text (``--set NAME=VALUE``): converted by the
+    setting's type (int, float, yes/no, text, ``none`` for an optional one, a comma-separated
+    list for a tuple); the Profile then validates it."""
+    types = _field_types()
+    if name not in types:
+        import difflib
+        close = difflib.get_close_matches(name, types, n=3)
+        raise ValueError(f"unknown profile setting '{name}'"
+                         + (f" (did you mean {', '.join(close)}?)" if close else "")
+                         + "; the settings are listed in phyllodes/profiles.py")
+    kind, raw = types[name], text.strip()
+    if "None" in kind and raw.lower() in ("none", "null", ""):
+        return None
+    try:
+        if kind.startswith("tuple"):
+            items = [s.strip() for s in raw.split(",") if s.strip()]
+            return tuple(int(s) if s.lstrip("-").isdigit() else s for s in items)
+        if kind.startswith("bool"):
+            if raw.lower() in _TRUE:
+                return True
+            if raw.lower() in _FALSE:
+                return False
+            raise ValueError
+        if kind.startswith("int"):
+            return int(raw)
+        if kind.startswith("float"):
+            return float(raw)
+    except ValueError:
+        raise ValueError(f"profile setting {name}={raw!r}: expected {kind}") from None
+    return raw
+
+
+def parse_settings(items: list[str] | None) -> dict[str, Any]:
+    """``["image_size=64", "pretrained=none"]`` (repeated ``--set``) as a settings dict."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r}: write NAME=VALUE, e.g. --set image_size=64")
+        name, value = item.split("=", 1)
+        out[name.strip()] = parse_value(name.strip(), value)
+    return out
 
 
 def default_profile_name() -> str:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import platform
 import subprocess
 
-from . import paths, training
-from .study import Study
+from phyllodes import paths
+from phyllodes.recipe import RECIPE_VERSION
+from phyllodes.study import Study
 
 
 def git_commit() -> dict:
@@ -33,7 +34,7 @@ def provenance(study: Study) -> dict:
     import torch
     return {"profile": study.profile.to_dict(), "seed": study.seed, "device": study.device,
             "cohort": study.cohort.name, "cohort_fingerprint": study.cohort.fingerprint,
-            "splits_file": str(study.splits_path), "recipe_version": training.RECIPE_VERSION,
+            "splits_file": str(study.splits_path), "recipe_version": RECIPE_VERSION,
             "code": git_commit(),
             "environment": {"torch": torch.__version__, "python": platform.python_version(),
                             "host": platform.node()}}

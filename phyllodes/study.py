@@ -1,9 +1,15 @@
-"""What every notebook does first: resolve the profile, cohort, device, folds and output folder."""
+"""What every notebook does first: resolve the profile, cohort, device, folds and output folder.
+
+A :class:`Study` carries everything a step needs: the profile (with the notebook's overrides),
+the validated cohort, its folds, the device, the seed, where outputs and caches go
+(:class:`phyllodes.paths.Outputs`), the encoder weights folder, the executor of run grids, and
+the in-memory caches (decoded images, view caches, probe features), keyed by what they were
+computed from. Nothing is read from or written to the process environment.
+"""
 
 from __future__ import annotations
 
 import logging
-import os
 import random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -12,16 +18,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import paths
-from .cohort import Cohort, load_cohort
-from .images import ImageSet, cache_key, image_tensor
-from .profiles import Profile, get_profile
-from .splits import get_or_make_splits
+from phyllodes import paths
+from phyllodes.data.cohort import Cohort, load_cohort
+from phyllodes.data.images import ImageSet, cache_key, image_tensor
+from phyllodes.data.splits import get_or_make_splits
+from phyllodes.profiles import Profile, get_profile
+
+PRIMARY_FEATURE_SET = "paper"
 
 
 @dataclass
 class Study:
-    """The settings, cohort and folds a notebook works on."""
+    """The settings, cohort and folds a notebook works on, and where its outputs go."""
 
     profile: Profile
     cohort: Cohort
@@ -29,6 +37,15 @@ class Study:
     splits_path: Path
     device: str
     seed: int
+    outputs: paths.Outputs = field(default_factory=paths.Outputs)
+    cache_dir: Path = paths.DEFAULT_CACHE
+    #: a folder of encoder weights files, one per encoder name (``--weights-dir``)
+    weights_dir: str | None = None
+    #: how run grids are executed: 'local' or 'ray' (and the Ray cluster's address)
+    executor: str = "local"
+    ray_address: str | None = None
+    #: in-memory caches shared by the study's runs, keyed by what they were computed from
+    memory: dict = field(default_factory=dict, repr=False, compare=False)
     _image_key: str | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -41,10 +58,25 @@ class Study:
         runs image-only and the notebooks skip the clinical and multimodal parts."""
         return self.cohort.has_clinical
 
+    @property
+    def tables_dir(self) -> Path:
+        return self.outputs.tables(self.name)
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.outputs.figures(self.name)
+
+    @property
+    def results_dir(self) -> Path:
+        return self.outputs.results(self.name)
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.outputs.runs(self.name)
+
     def with_settings(self, **overrides: Any) -> "Study":
-        """The same study (cohort, folds) under a profile with some settings changed."""
-        from dataclasses import replace as dc_replace
-        return replace(self, profile=dc_replace(self.profile, **overrides), _image_key=None)
+        """The same study (cohort, folds, caches) under a profile with some settings changed."""
+        return replace(self, profile=replace(self.profile, **overrides), _image_key=None)
 
     def with_feature_set(self, name: str) -> "Study":
         """The same study with another set of clinical inputs (same folds, images, profile)."""
@@ -63,18 +95,21 @@ class Study:
         """The cohort's images decoded once (memory, disk cache, or decoding)."""
         p = self.profile
         return image_tensor(self.cohort, p.image_size, p.use_roi, p.roi_margin,
-                            key=self.image_key())
+                            cache_dir=self.cache_dir, key=self.image_key(),
+                            memory=self.memory)
 
     def describe(self) -> pd.Series:
         """A one-column summary for the notebook to show."""
         s = self.cohort.summary()
         feats = ", ".join(self.cohort.config.features) or "none (image-only study)"
+        refs = ", ".join(self.cohort.config.references) or "none declared"
         return pd.Series({"profile": self.profile.name, "device": self.device,
                           "cohort": s["name"], "feature set": self.cohort.feature_set,
-                          "clinical inputs": feats, "subjects": s["n_subjects"],
+                          "clinical inputs": feats, "reader references": refs,
+                          "subjects": s["n_subjects"],
                           "images": s["n_images"], "positive subjects": s["n_positive_subjects"],
                           "folds": self.profile.folds, "splits file": str(self.splits_path),
-                          "outputs": str(paths.output_root())})
+                          "outputs": str(self.outputs.root)})
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -93,34 +128,37 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-PRIMARY_FEATURE_SET = "paper"
-
-
 def open_study(profile: str = "quick", cohort: str | Path = "breast-lesions-usg",
-               device: str = "auto", seed: int = 0, output_dir: str = "",
+               device: str = "auto", seed: int = 0, output_dir: str | Path | None = "",
                splits_file: str = "", feature_set: str | None = None,
-               **overrides: Any) -> Study:
+               settings: dict | None = None, weights_dir: str | None = None,
+               executor: str = "local", ray_address: str | None = None,
+               cache_dir: str | Path | None = None, **overrides: Any) -> Study:
     """Load the profile (with overrides), the validated cohort and its folds.
 
     ``output_dir`` (empty: the repository) is where tables/, figures/ and results/ go.
     ``splits_file`` (empty: ``tables/<cohort>/splits_<k>fold_seed<seed>.csv``) is reused when it
     exists and is made otherwise. ``feature_set``: the clinical inputs, a set named in
     cohort.yaml or ``all``; None: the primary set, ``paper`` (the paper's inputs) when the
-    cohort names it, else ``all``.
+    cohort names it, else ``all``. ``settings`` and ``overrides``: any profile settings
+    (validated by :class:`~phyllodes.profiles.Profile`; ``None`` values are ignored), e.g.
+    ``settings={"pretrained": "none", "image_size": 64}``.
     """
     # warnings only: a notebook's outputs stay readable (the exclusions and normalisations are
     # shown by notebook 01 and python -m phyllodes validate)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if output_dir:
-        os.environ["PHYLLODES_OUTPUT"] = str(Path(output_dir).resolve())
-    prof = get_profile(profile, **overrides)
+    outputs = paths.Outputs.at(output_dir)
+    prof = get_profile(profile, **{**(settings or {}), **overrides})
     coh = load_cohort(cohort, folds=prof.folds)
     if feature_set is None:
         feature_set = PRIMARY_FEATURE_SET if PRIMARY_FEATURE_SET in coh.feature_sets else "all"
     coh = coh.with_feature_set(feature_set)
     sp = Path(splits_file) if splits_file else (
-        paths.tables_dir(coh.name) / f"splits_{prof.folds}fold_seed{seed}.csv")
+        outputs.tables(coh.name) / f"splits_{prof.folds}fold_seed{seed}.csv")
     splits = get_or_make_splits(coh, sp, prof.folds, seed)
     seed_everything(seed)
     return Study(profile=prof, cohort=coh, splits=splits, splits_path=sp,
-                 device=resolve_device(device), seed=seed)
+                 device=resolve_device(device), seed=seed, outputs=outputs,
+                 cache_dir=Path(cache_dir).resolve() if cache_dir else paths.DEFAULT_CACHE,
+                 weights_dir=str(Path(weights_dir).resolve()) if weights_dir else None,
+                 executor=executor, ray_address=ray_address)

@@ -14,8 +14,8 @@ import os
 import tempfile
 import time
 
-from phyllodes.grid import grid_specs, run_grid
 from phyllodes.study import open_study
+from phyllodes.train.grid import grid_specs, run_grid
 
 
 def main() -> None:
@@ -33,7 +33,7 @@ def main() -> None:
                 import ray
                 ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
                 # start the workers (and their imports) before the clock starts
-                warm = ray.remote(lambda: __import__("phyllodes.training") and 0)
+                warm = ray.remote(lambda: __import__("phyllodes.train.trainer") and 0)
                 ray.get([warm.remote() for _ in range(args.cpus)])
             t0 = time.perf_counter()
             run_grid(study, specs, executor=executor, progress=False)

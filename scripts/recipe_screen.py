@@ -24,10 +24,10 @@ import numpy as np
 def main(argv: list[str] | None = None) -> int:
     from sklearn.metrics import roc_auc_score
 
-    from phyllodes.evaluation import pooled_subject_test
-    from phyllodes.grid import grid_specs, run_grid
-    from phyllodes.runs import load_predictions
+    from phyllodes.evaluate.comparisons import pooled_subject_test
     from phyllodes.study import open_study
+    from phyllodes.train.grid import grid_specs, run_grid
+    from phyllodes.train.runs import load_predictions
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("modality", choices=("image", "multimodal"))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from phyllodes import paths
-from phyllodes.synthetic import make_synthetic_cohort
+from phyllodes.data.sources.synthetic import make_synthetic_cohort
 
 
 @pytest.fixture(scope="session")
@@ -27,11 +27,9 @@ def cohort_copy(synthetic_cohort_dir, tmp_path) -> Path:
 
 
 @pytest.fixture
-def output_root(tmp_path, monkeypatch) -> Path:
-    """Send tables/, figures/ and results/ to a temporary folder."""
-    out = tmp_path / "out"
-    monkeypatch.setenv("PHYLLODES_OUTPUT", str(out))
-    return out
+def output_root(tmp_path) -> Path:
+    """A temporary output root for tables/, figures/ and results/ (pass it as output_dir)."""
+    return tmp_path / "out"
 
 
 @pytest.fixture(scope="session")

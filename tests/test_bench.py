@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from phyllodes import bench
+from phyllodes.ops import bench
 
 
 def test_benchmark_reports_throughputs_and_ratio(output_root, tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert bench.main(["--profile", "smoke", "--device", "cpu", "--steps", "3",
-                       "--repeats", "1", "--json", str(out)]) == 0
+                       "--repeats", "1", "--json", str(out), "--output", str(output_root)]) == 0
     printed = capsys.readouterr().out
     assert "(a) bare model" in printed and "(b) full training pipeline" in printed
     assert "overhead ratio a/b" in printed
@@ -25,6 +25,7 @@ def test_benchmark_reports_throughputs_and_ratio(output_root, tmp_path, capsys):
 
 def test_stage_times_are_reported(output_root, capsys):
     assert bench.main(["--profile", "smoke", "--device", "cpu", "--steps", "2",
-                       "--repeats", "1", "--stages", "--only", "01"]) == 0
+                       "--repeats", "1", "--stages", "--only", "01",
+                       "--output", str(output_root)]) == 0
     printed = capsys.readouterr().out
     assert "stage 01_data_curation.ipynb" in printed and "stages total" in printed

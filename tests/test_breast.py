@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from phyllodes import paths
-from phyllodes.breast import LEAKY_COLUMNS, convert_breast
-from phyllodes.cohort import load_cohort
+from phyllodes.data.cohort import load_cohort
+from phyllodes.data.sources.breast import LEAKY_COLUMNS, convert_breast
 
 IMG = "BrEaST-Lesions_USG-images_and_masks"
 
@@ -21,9 +21,13 @@ def test_bundled_cohort_counts_and_no_leaky_inputs():
     assert (c.subjects["label"] == "malignant").sum() == 98
     assert c.exclusions["n_rows"].tolist() == [4]  # the 'normal' cases, by rule
     lower = {f.lower() for f in c.config.features}
-    assert not lower & {x.lower() for x in LEAKY_COLUMNS}
-    assert not {"birads", "interpretation", "verification", "diagnosis",
+    assert not lower & {x.lower() for x in LEAKY_COLUMNS} and "birads" not in lower
+    assert not {"interpretation", "verification", "diagnosis",
                 "classification"} & {col.lower() for col in c.images.columns}
+    # the radiologist's category is kept, as a reader reference: compared with, never an input
+    assert list(c.references) == ["birads"] and c.config.reference_columns == ["birads"]
+    assert c.references["birads"].positive_from == "4a"
+    assert c.images["birads"].isin(["2", "3", "4a", "4b", "4c", "5"]).all()
     assert "echogenicity" in c.config.categorical_features
     assert c.config.numeric_features == ("age", "tumor_size_mm")
 

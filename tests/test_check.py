@@ -7,7 +7,7 @@ import shutil
 import pandas as pd
 
 from phyllodes import paths
-from phyllodes.check import compare_tables
+from phyllodes.ops.check import compare_tables
 
 COMMITTED = paths.ROOT / "tables" / "breast-lesions-usg"
 
@@ -65,7 +65,7 @@ def test_missing_extra_and_reshaped_tables(tmp_path):
 
 def test_every_built_by_entry_names_a_function_of_the_package():
     """The README map's "built by" column cannot name a function that was renamed away."""
-    from phyllodes.artifacts import ARTIFACTS, builder
+    from phyllodes.report.artifacts import ARTIFACTS, builder
     names = [b for a in ARTIFACTS for b in a.built_by]
     assert len(names) >= len(ARTIFACTS)
     for qualified in names:
@@ -77,7 +77,7 @@ def test_readme_results_are_generated_from_the_committed_tables(tmp_path):
     number makes its section stale."""
     import shutil
 
-    from phyllodes import readme
+    from phyllodes.report import readme
     assert readme.stale_sections() == []
     copy = tmp_path / "README.md"
     shutil.copy(readme.README, copy)

@@ -7,7 +7,7 @@ import logging
 import pandas as pd
 import pytest
 
-from phyllodes.cohort import CohortError, load_cohort
+from phyllodes.data.cohort import CohortError, load_cohort
 
 
 def _edit(cohort_dir, fn):

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from phyllodes.cohort import CohortError, load_cohort, validate_cohort
+from phyllodes.data.cohort import CohortError, load_cohort, validate_cohort
 
 
 def _csv(d):
@@ -336,7 +336,7 @@ def test_roi_must_be_integer_pixels(cohort_copy):
 
 
 def test_16_bit_png_is_scaled_not_clipped(cohort_copy, tmp_path):
-    from phyllodes.images import image_tensor
+    from phyllodes.data.images import image_tensor
     df = _frame(cohort_copy)
     p = cohort_copy / df.loc[0, "image_path"]
     gray = np.asarray(Image.open(p), dtype=np.uint16)
@@ -366,7 +366,7 @@ def test_masks_0_1_work_and_empty_masks_are_reported(cohort_copy):
     Image.fromarray(np.zeros_like(fg, dtype=np.uint8)).save(cohort_copy / df.loc[1, "mask_path"])
     p = _one(_problems(cohort_copy), "line 3, column 'mask_path'")
     assert "is empty (no lesion pixel)" in p
-    from phyllodes.imageio import mask_array
+    from phyllodes.data.imageio import mask_array
     assert (mask_array(m) == fg).all()
 
 
@@ -388,7 +388,7 @@ def test_missing_image_without_opening_images(cohort_copy):
 
 
 def test_image_removed_after_loading_gives_a_clear_error(cohort_copy, tmp_path):
-    from phyllodes.images import cache_key
+    from phyllodes.data.images import cache_key
     c = load_cohort(cohort_copy)
     (cohort_copy / c.images.loc[0, "image_path"]).unlink()
     with pytest.raises(FileNotFoundError, match="cohort.csv: fix the path or restore"):
@@ -408,7 +408,7 @@ def test_too_small_class_gets_advice_that_can_be_followed(cohort_copy):
 
 
 def test_splits_numbered_from_one(cohort_copy, tmp_path):
-    from phyllodes.splits import SplitsError, load_splits, make_splits
+    from phyllodes.data.splits import SplitsError, load_splits, make_splits
     c = load_cohort(cohort_copy)
     sp = make_splits(c, 4, 0)
     sp.assign(fold=sp["fold"] + 1)[["subject_id", "fold"]].to_csv(tmp_path / "s.csv",
@@ -481,7 +481,7 @@ def test_image_level_features_may_differ_between_images(cohort_copy):
 
 
 def test_image_level_features_are_encoded_per_image_and_fit_in_folds(cohort_copy):
-    from phyllodes.clinical import ClinicalEncoder
+    from phyllodes.data.clinical import ClinicalEncoder
     df = _two_sides(cohort_copy)
     _yaml(cohort_copy, image_categorical_features=["side"])
     c = load_cohort(cohort_copy)
@@ -510,6 +510,6 @@ def test_a_cohort_without_clinical_features(cohort_copy):
     assert report.ok and "the study runs image-only" in report.text()
     c = report.cohort
     assert not c.has_clinical
-    from phyllodes.clinical import ClinicalEncoder
+    from phyllodes.data.clinical import ClinicalEncoder
     assert ClinicalEncoder(c).fit(c.subjects["subject_id"][:10]).transform_images(
         c.images).shape == (len(c.images), 0)

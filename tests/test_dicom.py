@@ -18,8 +18,8 @@ pytest.importorskip("pydicom")
 sys.path.insert(0, str(Path(__file__).parent))
 import dicom_fixtures as fx  # noqa: E402
 
-from phyllodes import dicom  # noqa: E402
-from phyllodes.cohort import load_cohort  # noqa: E402
+from phyllodes.data.cohort import load_cohort  # noqa: E402
+from phyllodes.data.sources import dicom  # noqa: E402
 
 
 def _import(export: Path, sheet: Path, mapping: Path, out: Path, key: Path, **kw):

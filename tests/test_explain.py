@@ -22,9 +22,10 @@ import torch  # noqa: E402
 from scipy import special  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
-from phyllodes import explain as ex  # noqa: E402
-from phyllodes import figures, models  # noqa: E402
-from phyllodes.models import PhyllodesNet  # noqa: E402
+from phyllodes.explain import maps as ex  # noqa: E402
+from phyllodes.models import network as models  # noqa: E402
+from phyllodes.models.network import PhyllodesNet  # noqa: E402
+from phyllodes.report import figures
 
 N_CLIN = 5
 

@@ -9,7 +9,10 @@ import pytest
 
 matplotlib.use("Agg")
 
-from phyllodes import figures, style  # noqa: E402
+from phyllodes.report import (
+    figures,
+    style,  # noqa: E402
+)
 
 
 def _preds(n_models=3, n=60, seed=0):

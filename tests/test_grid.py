@@ -7,10 +7,9 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the Ray executor is optional: pip install -e '.[ray]'")
 
-from phyllodes import paths  # noqa: E402
-from phyllodes.grid import FailOnce, GridError, grid_specs, run_grid, shutdown  # noqa: E402
-from phyllodes.runs import load_predictions  # noqa: E402
 from phyllodes.study import open_study  # noqa: E402
+from phyllodes.train.grid import FailOnce, GridError, grid_specs, run_grid, shutdown  # noqa: E402
+from phyllodes.train.runs import load_predictions  # noqa: E402
 
 SPECS = grid_specs(["clinical", "image", "multimodal"],
                    {"clinical": ["mlp"], "image": ["resnet10t"], "multimodal": ["resnet10t"]},
@@ -35,10 +34,8 @@ def _study(cohort_dir, out):
 
 def test_ray_grid_gives_the_same_predictions_as_local(synthetic_cohort_dir, tmp_path,
                                                       monkeypatch):
-    monkeypatch.setenv("PHYLLODES_OUTPUT", str(tmp_path / "local"))
     local = load_predictions(run_grid(_study(synthetic_cohort_dir, tmp_path / "local"), SPECS,
                                       progress=False))
-    monkeypatch.setenv("PHYLLODES_OUTPUT", str(tmp_path / "ray"))
     dirs = run_grid(_study(synthetic_cohort_dir, tmp_path / "ray"), SPECS, executor="ray")
     assert all(str(d).startswith(str(tmp_path / "ray")) for d in dirs)
     remote = load_predictions(dirs)
@@ -46,7 +43,6 @@ def test_ray_grid_gives_the_same_predictions_as_local(synthetic_cohort_dir, tmp_
 
 
 def test_a_run_that_raises_once_is_retried(synthetic_cohort_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("PHYLLODES_OUTPUT", str(tmp_path / "out"))
     study = _study(synthetic_cohort_dir, tmp_path / "out")
     marker = tmp_path / "raised"
     fault = FailOnce(SPECS[2].label, SPECS[2].fold, str(marker), mode="raise")
@@ -57,7 +53,6 @@ def test_a_run_that_raises_once_is_retried(synthetic_cohort_dir, tmp_path, monke
 
 def test_killed_worker_loses_no_finished_run_and_resubmission_completes(
         synthetic_cohort_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("PHYLLODES_OUTPUT", str(tmp_path / "out"))
     study = _study(synthetic_cohort_dir, tmp_path / "out")
     victim = SPECS[3]
     fault = FailOnce(victim.label, victim.fold, str(tmp_path / "killed"), mode="kill")
@@ -71,12 +66,11 @@ def test_killed_worker_loses_no_finished_run_and_resubmission_completes(
     assert len(dirs) == len(SPECS) and all((d / "metrics.json").exists() for d in dirs)
     for d, t in mtimes.items():
         assert (d / "metrics.json").stat().st_mtime_ns == t
-    runs = [p for p in paths.runs_dir(study.name).iterdir() if not p.name.endswith(".partial")]
+    runs = [p for p in study.runs_dir.iterdir() if not p.name.endswith(".partial")]
     assert len(runs) == len(SPECS)
 
 
 def test_a_killed_worker_is_retried_by_ray(synthetic_cohort_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("PHYLLODES_OUTPUT", str(tmp_path / "out"))
     study = _study(synthetic_cohort_dir, tmp_path / "out")
     fault = FailOnce(SPECS[4].label, SPECS[4].fold, str(tmp_path / "killed"), mode="kill")
     dirs = run_grid(study, SPECS, executor="ray", max_retries=1, fault=fault)

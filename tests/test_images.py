@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from phyllodes import images as images_mod
-from phyllodes.cohort import load_cohort
-from phyllodes.images import augment, image_tensor, prepare, square_box
+from phyllodes.data import images as images_mod
+from phyllodes.data.cohort import load_cohort
+from phyllodes.data.images import augment, image_tensor, prepare, square_box
 
 
 @pytest.fixture
@@ -21,20 +21,18 @@ def counted_decode(monkeypatch):
         calls.append(1)
         return real(*a, **k)
     monkeypatch.setattr(images_mod, "decode_cohort", counting)
-    images_mod.clear_memory_cache()
     yield calls
-    images_mod.clear_memory_cache()
 
 
 def test_decoded_once_then_memory_then_disk(cohort_copy, tmp_path, counted_decode):
     c = load_cohort(cohort_copy)
-    a = image_tensor(c, 24, cache_dir=tmp_path)
+    memory = {}  # a study's
+    a = image_tensor(c, 24, cache_dir=tmp_path, memory=memory)
     assert a.images.dtype == torch.uint8 and a.images.shape == (len(c.images), 1, 24, 24)
     assert a.masks is not None and set(a.masks.unique().tolist()) <= {0, 255}
-    b = image_tensor(c, 24, cache_dir=tmp_path)
+    b = image_tensor(c, 24, cache_dir=tmp_path, memory=memory)
     assert b is a and len(counted_decode) == 1          # from memory
-    images_mod.clear_memory_cache()
-    d = image_tensor(c, 24, cache_dir=tmp_path)
+    d = image_tensor(c, 24, cache_dir=tmp_path)         # another study: the disk cache
     assert len(counted_decode) == 1                     # from the disk cache
     assert torch.equal(d.images, a.images)
     image_tensor(c, 28, cache_dir=tmp_path)              # another setting: decoded again
@@ -49,11 +47,9 @@ def test_corrupt_cache_is_rebuilt(cohort_copy, tmp_path, counted_decode):
     blob = torch.load(files[0], weights_only=True)
     blob["images"][0, 0, 0, 0] ^= 1                       # silent bit flip
     torch.save(blob, files[0])
-    images_mod.clear_memory_cache()
     b = image_tensor(c, 24, cache_dir=tmp_path)
     assert len(counted_decode) == 2 and torch.equal(a.images, b.images)
     files[0].write_bytes(b"garbage")
-    images_mod.clear_memory_cache()
     image_tensor(c, 24, cache_dir=tmp_path)
     assert len(counted_decode) == 3
 

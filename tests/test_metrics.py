@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
-from phyllodes import metrics as M
-from phyllodes.metrics import (
+from phyllodes.evaluate import metrics as M
+from phyllodes.evaluate.metrics import (
     METRICS,
     binary_metrics,
     choose_threshold,
@@ -21,7 +21,7 @@ from phyllodes.metrics import (
     subject_level,
     summarize_folds,
 )
-from phyllodes.stats import cluster_bootstrap_ci
+from phyllodes.evaluate.stats import cluster_bootstrap_ci
 
 
 def _preds(rows: list[tuple]) -> pd.DataFrame:

@@ -5,13 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from phyllodes.models import (
-    PhyllodesNet,
-    PretrainedWeightsError,
-    create_encoder,
-    freeze_encoder_fraction,
-    resolve_pretrained,
-)
+from phyllodes.models.encoders import PretrainedWeightsError, resolve_pretrained
+from phyllodes.models.network import PhyllodesNet, create_encoder, freeze_encoder_fraction
 
 
 @pytest.mark.parametrize("modality,fusion", [("clinical", "concat"), ("image", "concat"),

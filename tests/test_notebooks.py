@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from phyllodes import paths
-from phyllodes.runner import numbered_notebooks, run_notebooks
+from phyllodes.ops.runner import numbered_notebooks, run_notebooks
 
 sys.path.insert(0, str(paths.ROOT / "scripts"))
 from nbtools import check_notebook  # noqa: E402
@@ -82,7 +82,7 @@ def test_notebook01_smoke_on_bundled_cohort(smoke_run):
 
 @pytest.mark.slow
 def test_a_failing_notebook_stops_the_run_naming_notebook_and_cell(tmp_path):
-    from phyllodes.runner import NotebookFailed
+    from phyllodes.ops.runner import NotebookFailed
     with pytest.raises(NotebookFailed, match=r"01_data_curation.ipynb failed in cell \d+.*"
                                              r"FileNotFoundError: cohort 'no-such-cohort'"):
         run_notebooks("smoke", "no-such-cohort", "cpu", 0, tmp_path / "out", only=["01"])
@@ -222,7 +222,7 @@ def test_notebook06_records_the_recipe_ablation_on_other_folds(smoke_run):
 def test_all_notebooks_on_a_hospital_schema_cohort_without_masks_or_roi(tmp_path):
     """The private-cohort path: borderline labels, several images per subject, missing values,
     no ROI boxes and no lesion masks."""
-    from phyllodes.synthetic import make_synthetic_cohort
+    from phyllodes.data.sources.synthetic import make_synthetic_cohort
     src = make_synthetic_cohort(tmp_path / "full", n_subjects=40, seed=1, image_size=64,
                                 name="hospital-demo")
     dst = tmp_path / "hospital-demo"
@@ -263,8 +263,8 @@ def test_all_notebooks_on_an_image_only_cohort(tmp_path):
 
     import yaml
 
-    from phyllodes.artifacts import ARTIFACTS
-    from phyllodes.synthetic import make_synthetic_cohort
+    from phyllodes.data.sources.synthetic import make_synthetic_cohort
+    from phyllodes.report.artifacts import ARTIFACTS
     src = make_synthetic_cohort(tmp_path / "c", n_subjects=40, seed=2, image_size=48,
                                 name="images-only")
     cfg = yaml.safe_load((src / "cohort.yaml").read_text())
@@ -300,7 +300,7 @@ def _report_pages(out: Path) -> list[Path]:
 def test_report_links_every_artifact_and_every_link_resolves(smoke_run):
     import re
 
-    from phyllodes.artifacts import ARTIFACTS
+    from phyllodes.report.artifacts import ARTIFACTS
     out, _ = smoke_run
     here = out / "report" / "breast-lesions-usg"
     index = (here / "index.html").read_text()

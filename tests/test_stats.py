@@ -9,7 +9,7 @@ from scipy import optimize, special
 from scipy.stats import norm
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from phyllodes.stats import (
+from phyllodes.evaluate.stats import (
     calibration_summary,
     cluster_bootstrap_ci,
     decision_curve,

@@ -9,12 +9,13 @@ import pandas as pd
 import pytest
 import torch
 
-from phyllodes import runs as runs_mod
-from phyllodes.clinical import ClinicalEncoder
-from phyllodes.grid import grid_specs, run_grid
-from phyllodes.runs import execute_run, load_predictions
+from phyllodes.data.clinical import ClinicalEncoder
 from phyllodes.study import open_study
-from phyllodes.training import RunSpec, class_aware_sampler, train_run, warmup_cosine
+from phyllodes.train import runs as runs_mod
+from phyllodes.train.grid import grid_specs, run_grid
+from phyllodes.train.runs import execute_run, load_predictions
+from phyllodes.train.spec import RunSpec
+from phyllodes.train.trainer import class_aware_sampler, train_run, warmup_cosine
 
 
 @pytest.fixture
@@ -27,10 +28,7 @@ def study(synthetic_cohort_dir, output_root):
                                   RunSpec("multimodal", "resnet10t", "concat", fold=0)],
                          ids=["logreg", "multimodal"])
 def test_no_subject_in_train_and_test_and_preprocessing_fit_on_train_only(study, spec):
-    from phyllodes.images import image_tensor
-    imgs = image_tensor(study.cohort, 32) if spec.modality != "clinical" else None
-    out = train_run(study.cohort, study.splits, spec, study.profile, imgs, "cpu",
-                    progress=False)
+    out = train_run(study, spec, progress=False)
     parts = out.extra["subjects"]
     test_fold = set(study.splits.loc[study.splits["fold"] == spec.fold, "subject_id"])
     assert set(parts["test"]) == test_fold
@@ -96,14 +94,11 @@ def test_warmup_cosine_schedule():
 
 
 def test_same_seed_same_predictions_on_cpu(study):
-    from phyllodes.images import image_tensor
-    imgs = image_tensor(study.cohort, 32)
     spec = RunSpec("multimodal", "resnet10t", "gated", fold=1, seed=3)
-    a = train_run(study.cohort, study.splits, spec, study.profile, imgs, "cpu", progress=False)
-    b = train_run(study.cohort, study.splits, spec, study.profile, imgs, "cpu", progress=False)
+    a = train_run(study, spec, progress=False)
+    b = train_run(study, spec, progress=False)
     pd.testing.assert_frame_equal(a.predictions, b.predictions)
-    c = train_run(study.cohort, study.splits, RunSpec("multimodal", "resnet10t", "gated", 1, 4),
-                  study.profile, imgs, "cpu", progress=False)
+    c = train_run(study, RunSpec("multimodal", "resnet10t", "gated", 1, 4), progress=False)
     assert not np.allclose(a.predictions["prob"], c.predictions["prob"])
 
 
@@ -111,20 +106,15 @@ def test_the_cached_recipe_is_bit_for_bit_reproducible(study, tmp_path, monkeypa
     """The recipe's path (frozen prefix over cached views, LP init, late fusion) twice, the
     view cache rebuilt from scratch each time: the same predictions, bit for bit (what
     ./run_all.sh --check relies on)."""
-    from phyllodes import views
-    from phyllodes.images import image_tensor
-    imgs = image_tensor(study.cohort, 32)
+    from dataclasses import replace
     spec = RunSpec("multimodal", "efficientnet_lite0", "late", fold=1, seed=2)
     assert study.profile.cache_views and study.profile.lp_init
     out = []
-    for i in range(2):
-        views._MEMORY.clear()
-        monkeypatch.setenv("PHYLLODES_CACHE", str(tmp_path / f"cache{i}"))
-        out.append(train_run(study.cohort, study.splits, spec, study.profile, imgs, "cpu",
-                             progress=False).predictions)
+    for i in range(2):  # a fresh study each time: empty memory, an empty disk cache
+        fresh = replace(study, cache_dir=tmp_path / f"cache{i}", memory={})
+        out.append(train_run(fresh, spec, progress=False).predictions)
         assert list((tmp_path / f"cache{i}" / "views").glob("*.pt"))  # built anew
     pd.testing.assert_frame_equal(out[0], out[1], check_exact=True)
-    views._MEMORY.clear()
 
 
 def test_interrupted_grid_resumes_without_recomputing(study, tmp_path, monkeypatch):
@@ -134,7 +124,7 @@ def test_interrupted_grid_resumes_without_recomputing(study, tmp_path, monkeypat
     real_train = runs_mod.train_run
 
     def counting(*a, **k):
-        calls.append(a[2])
+        calls.append(a[1])
         return real_train(*a, **k)
     monkeypatch.setattr(runs_mod, "train_run", counting)
 
@@ -146,18 +136,18 @@ def test_interrupted_grid_resumes_without_recomputing(study, tmp_path, monkeypat
     with pytest.raises(KeyboardInterrupt):
         for s in specs:
             execute_run(study, s, progress=False, before_write=crash_after_k)
-    finished = sorted(p.name for p in runs_mod.paths.runs_dir(study.name).iterdir()
+    finished = sorted(p.name for p in study.runs_dir.iterdir()
                       if (p / "metrics.json").exists())
     assert len(finished) == k
     assert not any(p.name.endswith(".partial") and (p / "metrics.json").exists()
-                   for p in runs_mod.paths.runs_dir(study.name).iterdir())
-    mtimes = {n: (runs_mod.paths.runs_dir(study.name) / n / "metrics.json").stat().st_mtime_ns
+                   for p in study.runs_dir.iterdir())
+    mtimes = {n: (study.runs_dir / n / "metrics.json").stat().st_mtime_ns
               for n in finished}
     calls.clear()
     dirs = run_grid(study, specs, progress=False)
     assert len(calls) == len(specs) - k  # only the unfinished runs were trained
     for n, t in mtimes.items():
-        assert (runs_mod.paths.runs_dir(study.name) / n / "metrics.json").stat().st_mtime_ns == t
+        assert (study.runs_dir / n / "metrics.json").stat().st_mtime_ns == t
     resumed = load_predictions(dirs)
 
     # an uninterrupted grid elsewhere gives identical results
@@ -183,8 +173,7 @@ def test_run_folder_contents(study):
     assert "state_dict" in ck and ck["n_clinical"] > 0
     # a changed training setting gives another run id
     other = open_study("smoke", study.cohort.root, device="cpu", seed=0,
-                       output_dir=str(runs_mod.paths.output_root()), image_size=32,
-                       clinical_epochs=7)
+                       output_dir=study.outputs.root, image_size=32, clinical_epochs=7)
     d2 = execute_run(other, RunSpec("clinical", "mlp", fold=0), progress=False)
     assert d2 != d
 
@@ -204,48 +193,45 @@ def test_command_line_run_and_grid(synthetic_cohort_dir, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_torch_compile_option_trains_the_same_model(study):
-    """profile.compile wraps the training forward in torch.compile (about a minute on a CPU)."""
-    from phyllodes.images import image_tensor
-    from phyllodes.profiles import get_profile
-    from phyllodes.runs import run_config
-    imgs = image_tensor(study.cohort, 32)
+    """profile.compile wraps the training forward in torch.compile: one epoch gives the same
+    loss and weights as eager (dropout off: the compiled graph draws its own dropout masks)."""
+    from phyllodes.train.runs import run_config
+    from phyllodes.train.spec import run_seed
+    from phyllodes.train.trainer import Trainer, fold_partition
     spec = RunSpec("multimodal", "resnet10t", "concat", fold=0, seed=0)
-    # without augmented test views: on a random-init network at 32 px some augmented views
-    # get saturated logits, where a rounding difference flips a probability from 0 to 1
-    eager = train_run(study.cohort, study.splits, spec,
-                      get_profile("smoke", image_size=32, frozen_bn=False, tta_views=0), imgs,
-                      "cpu", progress=False)
+    parts = fold_partition(study.cohort, study.splits, 0, 0.2, run_seed(spec))
     with pytest.raises(ValueError, match="compile=True is not supported with frozen_bn"):
-        train_run(study.cohort, study.splits, spec, get_profile("smoke", image_size=32,
-                                                                compile=True), imgs, "cpu")
-    compiled_profile = get_profile("smoke", image_size=32, compile=True, frozen_bn=False,
-                                   tta_views=0)
-    compiled = train_run(study.cohort, study.splits, spec, compiled_profile, imgs, "cpu",
-                         progress=False)
-    np.testing.assert_allclose(compiled.predictions["prob"], eager.predictions["prob"],
-                               atol=2e-3)
+        Trainer(study.with_settings(compile=True), parts, spec)
+    eager = Trainer(study.with_settings(frozen_bn=False, dropout=0.0), parts, spec)
+    compiled_study = study.with_settings(frozen_bn=False, dropout=0.0, compile=True)
+    compiled = Trainer(compiled_study, parts, spec)
+    assert compiled.epoch() == pytest.approx(eager.epoch(), rel=1e-4)
+    for (name, a), b in zip(eager.model.state_dict().items(),
+                            compiled.model.state_dict().values()):
+        if a.is_floating_point():
+            scale = float(a.abs().max()) + 1e-8
+            assert float((a - b).abs().max()) <= 1e-4 * scale, name
     # compile is part of the run's identity
-    assert run_config(study, spec, imgs.key)["settings"]["compile"] is False
-    study.profile = compiled_profile
-    assert run_config(study, spec, imgs.key)["settings"]["compile"] is True
+    key = study.image_key()
+    assert run_config(study, spec, key)["settings"]["compile"] is False
+    assert run_config(compiled_study, spec, key)["settings"]["compile"] is True
 
 
 def test_linear_probe_runs_fold_by_fold_and_never_fits_on_test_subjects(study):
-    from phyllodes import probe
-    from phyllodes.images import image_tensor
-    imgs = image_tensor(study.cohort, 32)
-    spec = RunSpec("image", probe.probe_name("resnet10t"), fold=1)
+    from phyllodes.keys import probe_name
+    from phyllodes.train import probe
+    spec = RunSpec("image", probe_name("resnet10t"), fold=1)
     assert spec.is_probe and not spec.is_network and spec.encoder == "resnet10t"
     assert spec.label == "image · resnet10t linear probe"
-    out = train_run(study.cohort, study.splits, spec, study.profile, imgs, "cpu",
-                    progress=False)
+    out = train_run(study, spec, progress=False)
     p = out.predictions
     test_fold = set(study.splits.loc[study.splits["fold"] == 1, "subject_id"])
     assert set(p.loc[p["split"] == "test", "subject_id"]) == test_fold
     assert out.extra["probe_C"] in probe.C_GRID and len(out.history) == len(probe.C_GRID)
     # the features are fold-independent and computed once; the fit sees train rows only:
     # poisoning the test rows' features changes nothing of the fitted model
-    (key, x), = [(k, v) for k, v in probe._FEATURES.items() if k[0] == "resnet10t"]
+    (key, x), = [(k, v) for k, v in study.memory.items()
+                 if k[0] == "probe_features" and k[1] == "resnet10t"]
     rows = {k: np.flatnonzero(study.cohort.images["subject_id"].isin(out.extra["subjects"][k]))
             for k in ("train", "val", "test")}
     y = study.cohort.images["y"].to_numpy()
@@ -262,7 +248,7 @@ def test_precision_is_fp32_for_cpu_training_unless_asked():
     """bf16 training steps were measured slower than fp32 on the CPU (README "Performance"):
     'auto' keeps fp32 there and uses bf16 on CUDA only."""
     from phyllodes.profiles import get_profile
-    from phyllodes.training import autocast_dtype
+    from phyllodes.train.trainer import autocast_dtype
     quick = get_profile("quick")
     assert quick.precision == "auto" and autocast_dtype(quick, "cpu") is None
     assert autocast_dtype(quick, "cuda") == torch.bfloat16
@@ -271,14 +257,11 @@ def test_precision_is_fp32_for_cpu_training_unless_asked():
 
 
 def test_view_cache_is_computed_once_shared_by_folds_and_kept_on_disk(study, monkeypatch):
-    from phyllodes import views
-    from phyllodes.images import image_tensor
-    from phyllodes.training import Trainer, fold_partition
-    imgs = image_tensor(study.cohort, 32)
+    from phyllodes.train import views
+    from phyllodes.train.trainer import Trainer, fold_partition
     spec = RunSpec("image", "efficientnet_lite0", fold=0)
-    from dataclasses import replace
-    profile = replace(study.profile, pretrained="if_cached")  # the same ImageNet prefix
-    views._MEMORY.clear()
+    pretrained = study.with_settings(pretrained="if_cached")  # the same ImageNet prefix
+    profile = pretrained.profile
     calls = []
     real = views._run
     monkeypatch.setattr(views, "_run", lambda *a, **k: calls.append(1) or real(*a, **k))
@@ -286,19 +269,20 @@ def test_view_cache_is_computed_once_shared_by_folds_and_kept_on_disk(study, mon
     for fold in (0, 1):
         s = RunSpec("image", "efficientnet_lite0", fold=fold)
         parts = fold_partition(study.cohort, study.splits, fold, 0.2, seed=fold)
-        tr[fold] = Trainer(study.cohort, parts, s, profile, imgs, "cpu")
+        tr[fold] = Trainer(pretrained, parts, s)
     k = profile.cache_views
     assert tr[0].cached and len(calls) == 2 + k  # clean, flip, K views: once for both folds
     assert tr[0].views is tr[1].views
     v = tr[0].views
     assert v["views"].shape[:2] == (k, len(study.cohort.images))
     assert v["views"].dtype == torch.float32  # fp32 on a CPU: the same on every CPU
-    views._MEMORY.clear()  # a new process: read from disk, not recomputed
+    from dataclasses import replace
     parts = fold_partition(study.cohort, study.splits, 0, 0.2, seed=0)
-    again = Trainer(study.cohort, parts, spec, profile, imgs, "cpu").views
+    # a new process (empty memory): read from disk, not recomputed
+    again = Trainer(replace(pretrained, memory={}), parts, spec).views
     assert len(calls) == 2 + k and torch.equal(again["views"], v["views"])
     # a random-init prefix (another run seed) is another cache, never a stale one
-    rnd = Trainer(study.cohort, parts, spec, study.profile, imgs, "cpu")
+    rnd = Trainer(study, parts, spec)
     assert not torch.equal(rnd.views["clean"], v["clean"])
     # the prefix is frozen: training changes none of its weights
     before = views.prefix_digest(tr[0].model)
@@ -312,14 +296,13 @@ def test_augmented_view_tta_averages_the_named_views(study):
     the same on every call)."""
     from dataclasses import replace
 
-    from phyllodes.images import image_tensor
-    from phyllodes.models import predict_proba
-    from phyllodes.training import Trainer, fold_partition
-    imgs = image_tensor(study.cohort, 32)
+    from phyllodes.models.network import predict_proba
+    from phyllodes.train.trainer import Trainer, fold_partition
     spec = RunSpec("image", "efficientnet_lite0", fold=0)
     parts = fold_partition(study.cohort, study.splits, 0, 0.2, seed=0)
-    profile = replace(study.profile, tta_flip=True, tta_views=2)
-    tr = Trainer(study.cohort, parts, spec, profile, imgs, "cpu")
+    views_study = study.with_settings(tta_flip=True, tta_views=2)
+    profile = views_study.profile
+    tr = Trainer(views_study, parts, spec)
     assert tr.cached
     tr.epoch()
     rows = tr.rows["test"]
@@ -334,7 +317,7 @@ def test_augmented_view_tta_averages_the_named_views(study):
     np.testing.assert_allclose(tr.predict("test"), np.mean(each[:2], axis=0), rtol=1e-6,
                                atol=1e-7)
     # end to end (no cache): views drawn with a fixed seed, the same on every call
-    tr2 = Trainer(study.cohort, parts, spec, replace(profile, cache_views=0), imgs, "cpu")
+    tr2 = Trainer(views_study.with_settings(cache_views=0), parts, spec)
     assert not tr2.cached
     a, b = tr2.predict("test"), tr2.predict("test")
     np.testing.assert_array_equal(a, b)

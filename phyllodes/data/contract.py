@@ -1,0 +1,1037 @@
+"""The data contract's checks, one named function per check, run over every stage that can run.
+
+:func:`run_checks` reads ``cohort.yaml`` and ``cohort.csv`` and runs the checks in order. A
+check needs only what it reads: a broken YAML does not hide the CSV's problems (label and
+feature checks are then skipped, and the report says so), and a missing column skips only the
+checks of that column. Every problem names its file, line and column and says how to fix it.
+
+Normalisations (each logged in the report and documented in data/README.md):
+
+* a UTF-8 byte-order mark is dropped; blank lines are skipped;
+* leading and trailing whitespace is stripped from header names and from every value;
+* empty fields beyond the header's last column (trailing commas) are dropped;
+* backslashes in image and mask paths become forward slashes;
+* ROI coordinates written with a zero fraction (``12.0``) are read as integers;
+* a row whose four ROI cells are all empty is used uncropped.
+
+Rows leave the cohort only through the YAML's ``exclude`` rules, each logged with its count.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import hashlib
+import io
+import logging
+import math
+import os
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from PIL import Image, UnidentifiedImageError
+
+from phyllodes.data.imageio import mask_array
+from phyllodes.data.references import ReferenceSpec, parse_references, value_problem
+
+log = logging.getLogger(__name__)
+
+REQUIRED_COLUMNS = ("subject_id", "image_path", "label")
+ROI_COLUMNS = ("roi_x0", "roi_y0", "roi_x1", "roi_y1")
+MASK_COLUMN = "mask_path"
+RESERVED_COLUMNS = (*REQUIRED_COLUMNS, *ROI_COLUMNS, MASK_COLUMN)
+DEFAULT_POSITIVE = ("borderline", "malignant")
+DEFAULT_NEGATIVE = ("benign",)
+DEFAULT_MISSING = ("", "NA", "N/A", "nan", "not available", "unknown")
+#: Plausible ranges of common numeric fields, used unless cohort.yaml's ``ranges`` says other.
+DEFAULT_RANGES: dict[str, tuple[float, float]] = {
+    "age": (0, 120), "bmi": (10, 100), "tumor_size_mm": (0, 500), "tumour_size_mm": (0, 500),
+    "height_cm": (50, 250), "weight_kg": (20, 400)}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One violation of the contract: its kind (for the summary), place and message (with the
+    fix)."""
+
+    kind: str
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+@dataclass
+class CohortConfig:
+    """The contents of ``cohort.yaml`` (see data/README.md for every key)."""
+
+    name: str
+    positive_labels: tuple[str, ...] = DEFAULT_POSITIVE
+    negative_labels: tuple[str, ...] = DEFAULT_NEGATIVE
+    numeric_features: tuple[str, ...] = ()
+    categorical_features: tuple[str, ...] = ()
+    image_numeric_features: tuple[str, ...] = ()
+    image_categorical_features: tuple[str, ...] = ()
+    missing_values: tuple[str, ...] = DEFAULT_MISSING
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    categories: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    feature_sets: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    exclude: tuple[dict, ...] = ()
+    unused_columns: tuple[str, ...] = ()
+    citation: str = ""
+    license: str = ""
+    description: str = ""
+    #: reader references (a clinician's assessment of the case): compared with, never inputs
+    references: dict[str, ReferenceSpec] = field(default_factory=dict)
+
+    @property
+    def reference_columns(self) -> list[str]:
+        """The columns holding reader references (never model inputs)."""
+        return [r.column for r in self.references.values()]
+
+    @property
+    def subject_features(self) -> list[str]:
+        """Features with one value per subject (the same on each of its image rows)."""
+        return list(self.numeric_features) + list(self.categorical_features)
+
+    @property
+    def image_features(self) -> list[str]:
+        """Features of an image, which may differ between a subject's images."""
+        return list(self.image_numeric_features) + list(self.image_categorical_features)
+
+    @property
+    def features(self) -> list[str]:
+        return self.subject_features + self.image_features
+
+    @property
+    def all_numeric(self) -> list[str]:
+        return list(self.numeric_features) + list(self.image_numeric_features)
+
+    @property
+    def all_categorical(self) -> list[str]:
+        return list(self.categorical_features) + list(self.image_categorical_features)
+
+    def range_of(self, column: str) -> tuple[float, float] | None:
+        """Plausible range of a numeric feature: cohort.yaml's, else the documented default."""
+        return self.ranges.get(column, DEFAULT_RANGES.get(column))
+
+    def restricted(self, features: list[str]) -> "CohortConfig":
+        """The same configuration using only ``features`` (a named feature set)."""
+        keep = set(features)
+
+        def f(cols):
+            return tuple(c for c in cols if c in keep)
+        return replace(self, numeric_features=f(self.numeric_features),
+                       categorical_features=f(self.categorical_features),
+                       image_numeric_features=f(self.image_numeric_features),
+                       image_categorical_features=f(self.image_categorical_features))
+
+
+
+#: cohort.yaml keys and what each must be
+LIST_KEYS = ("positive_labels", "negative_labels", "numeric_features", "categorical_features",
+             "image_numeric_features", "image_categorical_features", "missing_values",
+             "unused_columns")
+MAP_KEYS = ("ranges", "categories", "feature_sets", "references")
+TEXT_KEYS = ("name", "citation", "license", "description")
+YAML_KEYS = (*TEXT_KEYS, *LIST_KEYS, *MAP_KEYS, "exclude")
+#: strings that often mean "missing" in hospital exports (compared case-insensitively)
+MISSING_LIKE = ("", "na", "n/a", "n.a.", "nan", "null", "none", "nil", "-", "--", "?",
+                "missing", "unknown", "not available", "not applicable", "#n/a", "not known")
+MIN_IMAGE_SIDE = 8
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def _hint(word: str, options) -> str:
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _lines(lines, limit: int = 6) -> str:
+    lines = sorted(int(x) for x in lines)
+    shown = ", ".join(str(x) for x in lines[:limit])
+    return shown + (f" and {len(lines) - limit} more" if len(lines) > limit else "")
+
+
+@dataclass
+class Checks:
+    """What the checks share: the files, what has been read so far, the problems and notes."""
+
+    root: Path
+    folds: int | None = None
+    check_images: bool = True
+    config: CohortConfig | None = None
+    header: list[str] | None = None
+    df: pd.DataFrame | None = None      #: all values as stripped strings, plus '_line'
+    exclusions: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
+        columns=["column", "values", "reason", "n_rows"]))
+    problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    numeric: dict[str, pd.Series] = field(default_factory=dict)
+    roi: pd.DataFrame | None = None
+    sizes: dict[int, tuple[int, int]] = field(default_factory=dict)
+
+    @property
+    def csv_path(self) -> Path:
+        return self.root / "cohort.csv"
+
+    @property
+    def yaml_path(self) -> Path:
+        return self.root / "cohort.yaml"
+
+    def add(self, kind: str, where: str, message: str) -> None:
+        self.problems.append(Problem(kind, where, message))
+
+    def at(self, i, col: str) -> str:
+        """'cohort.csv line N, column 'col'' for row index ``i``."""
+        return f"{self.csv_path.name} line {int(self.df.at[i, '_line'])}, column '{col}'"
+
+    def has(self, *cols: str) -> bool:
+        return self.df is not None and all(c in self.df.columns for c in cols)
+
+    def fingerprint(self) -> str:
+        """Digest of what a run can learn from: the validated, normalised rows (subject, image
+        path, label, ROI, mask path and every declared feature, in order) and the classes and
+        features of cohort.yaml. Reader references, unused columns, descriptions and the
+        contract's own code are not in it: correcting a reference value or rewording a check
+        reuses every run, a changed value a model sees never does."""
+        import json
+        cfg = self.config
+        table = self.cohort_table()
+        cols = [c for c in (*REQUIRED_COLUMNS, "y", *ROI_COLUMNS, MASK_COLUMN, *cfg.features)
+                if c in table.columns]
+        h = hashlib.sha256()
+        h.update(table[cols].to_csv(index=False).encode())
+        h.update(json.dumps({k: list(getattr(cfg, k)) for k in (
+            "positive_labels", "negative_labels", "numeric_features", "categorical_features",
+            "image_numeric_features", "image_categorical_features")}).encode())
+        return h.hexdigest()[:16]
+
+    def cohort_table(self) -> pd.DataFrame:
+        """The validated rows, typed: numbers as floats, ROI as integers, missing as NaN/None,
+        ``y`` (1 = positive), ``csv_line`` and absolute paths."""
+        df, cfg = self.df.copy(), self.config
+        missing = set(cfg.missing_values)
+        for col, vals in self.numeric.items():
+            df[col] = vals
+        for col in cfg.all_categorical:
+            df[col] = df[col].where(~df[col].isin(missing), other=None)
+        if self.roi is not None:
+            for c in ROI_COLUMNS:
+                df[c] = self.roi[c]
+        df["image_abspath"] = [str(self.root / p) for p in df["image_path"]]
+        if MASK_COLUMN in df.columns:
+            df["mask_abspath"] = [str(self.root / p) if p else "" for p in df[MASK_COLUMN]]
+        df["y"] = df["label"].isin(cfg.positive_labels).astype(int)
+        return df.rename(columns={"_line": "csv_line"}).reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- cohort.yaml
+
+
+def read_config(ck: Checks) -> None:
+    """cohort.yaml: valid YAML, a mapping, known keys of the right types, consistent lists."""
+    path = ck.yaml_path
+    where = str(path)
+    if not path.exists():
+        ck.add("yaml", where, "file not found; write a cohort.yaml beside cohort.csv (see "
+               "data/README.md)")
+        return
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        ck.add("yaml", where, "not UTF-8 text; save it as UTF-8")
+        return
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        ck.add("yaml", where + at, f"not valid YAML ({getattr(e, 'problem', e)}); check the "
+               "indentation and quote values that contain ':' or '#'")
+        return
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        ck.add("yaml", where, "must be a mapping of keys to values (key: value lines)")
+        return
+    for key in raw:
+        if key not in YAML_KEYS:
+            ck.add("yaml", where, f"unknown key '{key}'{_hint(key, YAML_KEYS)}: it would be "
+                   f"ignored; the keys are {', '.join(YAML_KEYS)}")
+    name = raw.get("name")
+    if not name:
+        ck.add("yaml", where, "key 'name' is missing; add e.g. 'name: my-cohort' (it names "
+               "tables/<name>/, figures/<name>/ and results/<name>/)")
+    elif not isinstance(name, str) or not NAME_PATTERN.match(name):
+        ck.add("yaml", where, f"name {name!r} must be letters, digits, '.', '_' or '-' (it "
+               "becomes a folder name), e.g. 'mgh-phyllodes'")
+    lists = {k: _string_list(ck, raw, k) for k in LIST_KEYS}
+    pos = lists["positive_labels"] if "positive_labels" in raw else list(DEFAULT_POSITIVE)
+    neg = lists["negative_labels"] if "negative_labels" in raw else list(DEFAULT_NEGATIVE)
+    for k, v in (("positive_labels", pos), ("negative_labels", neg)):
+        if not v:
+            ck.add("yaml", where, f"'{k}' is empty; list at least one label")
+    both = sorted(set(pos) & set(neg))
+    if both:
+        ck.add("yaml", where, f"label(s) {', '.join(both)} are in both positive_labels and "
+               "negative_labels; each label belongs to one class")
+    feats = {k: lists[k] for k in ("numeric_features", "categorical_features",
+                                   "image_numeric_features", "image_categorical_features")}
+    seen: dict[str, str] = {}
+    for k, cols in feats.items():
+        for c in cols:
+            if c in RESERVED_COLUMNS:
+                ck.add("yaml", where, f"'{c}' in {k} is a column of the contract itself, not a "
+                       "feature; remove it from the list")
+            elif c in seen:
+                ck.add("yaml", where, f"feature '{c}' is listed in both {seen[c]} and {k}; "
+                       "list each feature once")
+            seen.setdefault(c, k)
+    for c in lists["unused_columns"]:
+        if c in seen:
+            ck.add("yaml", where, f"'{c}' is in unused_columns and in {seen[c]}; it is either "
+                   "a feature or unused")
+    numeric = set(feats["numeric_features"]) | set(feats["image_numeric_features"])
+    categorical = set(feats["categorical_features"]) | set(feats["image_categorical_features"])
+    ranges = _ranges(ck, raw.get("ranges"), numeric)
+    categories = _categories(ck, raw.get("categories"), categorical)
+    sets = _feature_sets(ck, raw.get("feature_sets"), set(seen))
+    exclude = _exclude_rules(ck, raw.get("exclude"))
+    feature_like = set(seen) | {c for cols in sets.values() for c in cols}
+    references = parse_references(raw.get("references"), feature_like, set(RESERVED_COLUMNS),
+                                  lambda msg: ck.add("yaml", where, msg))
+    for k in ("citation", "license", "description"):
+        if k in raw and not isinstance(raw[k], str):
+            ck.add("yaml", where, f"'{k}' must be text; quote it")
+    # built even when some keys have problems: the CSV checks use what could be read
+    ck.config = CohortConfig(
+        name=str(name or "unnamed"), positive_labels=tuple(pos), negative_labels=tuple(neg),
+        numeric_features=tuple(feats["numeric_features"]),
+        categorical_features=tuple(feats["categorical_features"]),
+        image_numeric_features=tuple(feats["image_numeric_features"]),
+        image_categorical_features=tuple(feats["image_categorical_features"]),
+        missing_values=tuple(lists["missing_values"]) if "missing_values" in raw
+        else DEFAULT_MISSING,
+        ranges=ranges, categories=categories, feature_sets=sets, exclude=tuple(exclude),
+        unused_columns=tuple(lists["unused_columns"]), references=references,
+        **{k: raw[k] if isinstance(raw.get(k), str) else "" for k in
+           ("citation", "license", "description")})
+
+
+def _string_list(ck: Checks, raw: dict, key: str) -> list[str]:
+    """A YAML list of strings; integers are taken as their text, anything else is a problem
+    (YAML reads yes/no as booleans and empty items as null: quote them)."""
+    v = raw.get(key)
+    if v is None:
+        return []
+    if not isinstance(v, list):
+        ck.add("yaml", str(ck.yaml_path), f"'{key}' must be a list, e.g. {key}: [a, b]")
+        return []
+    out = []
+    for i, x in enumerate(v):
+        if isinstance(x, str):
+            out.append(x.strip())
+        elif isinstance(x, int) and not isinstance(x, bool):
+            out.append(str(x))
+        else:
+            ck.add("yaml", str(ck.yaml_path), f"'{key}' item {i + 1} was read as {x!r} "
+                   f"({type(x).__name__}); quote it, e.g. '{x}'" if x is not None else
+                   f"'{key}' item {i + 1} is empty (null); write '' for the empty string")
+    dup = sorted({x for x in out if out.count(x) > 1})
+    if dup:
+        ck.add("yaml", str(ck.yaml_path), f"'{key}' lists {', '.join(dup)} more than once")
+    return out
+
+
+def _ranges(ck: Checks, v, numeric: set[str]) -> dict[str, tuple[float, float]]:
+    out: dict[str, tuple[float, float]] = {}
+    if v is None:
+        return out
+    where = str(ck.yaml_path)
+    if not isinstance(v, dict):
+        ck.add("yaml", where, "'ranges' must map numeric features to [low, high], e.g. "
+               "ranges: {age: [18, 100]}")
+        return out
+    for col, r in v.items():
+        if col not in numeric:
+            ck.add("yaml", where, f"ranges: '{col}' is not a declared numeric feature"
+                   f"{_hint(col, numeric)}")
+        elif (not isinstance(r, list) or len(r) != 2
+              or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in r)
+              or r[0] >= r[1]):
+            ck.add("yaml", where, f"ranges: '{col}' must be [low, high] with low < high, got "
+                   f"{r!r}")
+        else:
+            out[col] = (float(r[0]), float(r[1]))
+    return out
+
+
+def _categories(ck: Checks, v, categorical: set[str]) -> dict[str, tuple[str, ...]]:
+    out: dict[str, tuple[str, ...]] = {}
+    if v is None:
+        return out
+    where = str(ck.yaml_path)
+    if not isinstance(v, dict):
+        ck.add("yaml", where, "'categories' must map categorical features to their allowed "
+               "values, e.g. categories: {menopausal_status: [pre, post]}")
+        return out
+    for col, vals in v.items():
+        if col not in categorical:
+            ck.add("yaml", where, f"categories: '{col}' is not a declared categorical feature"
+                   f"{_hint(col, categorical)}")
+        elif not isinstance(vals, list) or not vals:
+            ck.add("yaml", where, f"categories: '{col}' must be a non-empty list of values")
+        else:
+            out[col] = tuple(_string_list(ck, {col: vals}, col))
+    return out
+
+
+def _feature_sets(ck: Checks, v, features: set[str]) -> dict[str, tuple[str, ...]]:
+    out: dict[str, tuple[str, ...]] = {}
+    if v is None:
+        return out
+    where = str(ck.yaml_path)
+    if not isinstance(v, dict):
+        ck.add("yaml", where, "'feature_sets' must map set names to lists of declared "
+               "features, e.g. feature_sets: {paper: [age, tumor_size_mm]}")
+        return out
+    for name, cols in v.items():
+        if name == "all":
+            ck.add("yaml", where, "feature_sets: 'all' is built in (every feature); use "
+                   "another name")
+            continue
+        cols = _string_list(ck, {f"feature_sets.{name}": cols}, f"feature_sets.{name}")
+        unknown = [c for c in cols if c not in features]
+        for c in unknown:
+            ck.add("yaml", where, f"feature_sets.{name}: '{c}' is not a declared feature"
+                   f"{_hint(c, features)}")
+        if not unknown:
+            out[str(name)] = tuple(cols)
+    return out
+
+
+def _exclude_rules(ck: Checks, v) -> list[dict]:
+    if v is None:
+        return []
+    where = str(ck.yaml_path)
+    if not isinstance(v, list):
+        ck.add("yaml", where, "'exclude' must be a list of rules {column, values, reason}")
+        return []
+    out = []
+    for i, rule in enumerate(v):
+        if not (isinstance(rule, dict) and {"column", "values", "reason"} <= set(rule)):
+            ck.add("yaml", where, f"exclude rule {i + 1} needs 'column', 'values' and 'reason' "
+                   "keys")
+            continue
+        values = _string_list(ck, {"values": rule["values"]}, "values")
+        if not isinstance(rule["reason"], str) or not rule["reason"].strip():
+            ck.add("yaml", where, f"exclude rule {i + 1}: 'reason' must say why, in words")
+        out.append({"column": str(rule["column"]), "values": values,
+                    "reason": str(rule["reason"])})
+    return out
+
+
+# --------------------------------------------------------------------------- cohort.csv
+
+
+def read_csv(ck: Checks) -> None:
+    """cohort.csv: UTF-8, comma-separated, one record per line, as many values as columns, a
+    header of unique, non-empty names; values stripped of surrounding whitespace."""
+    path, name = ck.csv_path, ck.csv_path.name
+    if not path.exists():
+        ck.add("csv", str(path), "file not found; write one row per image (see "
+               "data/README.md)")
+        return
+    raw = path.read_bytes()
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+        ck.notes.append(f"{name}: the UTF-8 byte-order mark was dropped")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        guess = ("UTF-16 (Excel 'Unicode Text')" if raw[:2] in (b"\xff\xfe", b"\xfe\xff")
+                 else "Windows-1252 or Latin-1 (Excel's default 'CSV')")
+        ck.add("csv", f"{name} line {line}", f"byte 0x{raw[e.start]:02x} is not UTF-8: the file "
+               f"looks saved as {guess}; save it as 'CSV UTF-8', or convert it, e.g. "
+               f"iconv -f cp1252 -t utf-8 {name} > fixed.csv")
+        return
+    if not text.strip():
+        ck.add("csv", name, "the file is empty; it needs a header row "
+               f"({', '.join(REQUIRED_COLUMNS)}, features...) and one row per image")
+        return
+    first = text.splitlines()[0]
+    for sep, sep_name in ((";", "semicolons"), ("\t", "tabs")):
+        if first.count(sep) >= 2 and first.count(",") == 0:
+            ck.add("csv", f"{name} line 1", f"the values are separated by {sep_name}, not "
+                   "commas; save the file as comma-separated CSV (in Excel: 'CSV UTF-8 (Comma "
+                   "delimited)')")
+            return
+    odd = [i + 1 for i, line in enumerate(text.splitlines()) if line.count('"') % 2]
+    for line in odd:
+        ck.add("csv", f"{name} line {line}", "an odd number of double quotes: a quoted value "
+               "opens here and runs on into the next lines, merging rows; remove the stray '\"' "
+               "or close the quoted value on the same line")
+    records = None if odd else _records(ck, text)
+    if records is None:
+        return
+    header, rows = records[0][2], records[1:]
+    n0 = len(ck.problems)
+    _check_header(ck, header)
+    width = len(header)
+    good = []
+    for line, end, values in rows:
+        if end > line:
+            ck.add("csv", f"{name} lines {line}-{end}", "a double quote opens a value that "
+                   f"runs over {end - line + 1} lines, merging rows; remove the stray '\"' or "
+                   "close the quoted value on the same line")
+            continue
+        if len(values) > width and not any(v.strip() for v in values[width:]):
+            values = values[:width]
+            ck.notes.append(f"{name} line {line}: empty fields after the last column dropped")
+        if len(values) != width:
+            more = len(values) > width
+            ck.add("csv", f"{name} line {line}", f"{len(values)} values for {width} columns: "
+                   + ("a value containing a comma must be quoted (\"a, b\")" if more
+                      else "a value or a separator is missing; fill in the row"))
+            continue
+        good.append([line, *values])
+    if len(ck.problems) > n0 and (len(good) == 0 or ck.header is None):
+        return
+    if not good:
+        ck.add("csv", name, "the file has a header but no rows; add one row per image")
+        return
+    df = pd.DataFrame(good, columns=["_line", *header]).astype({"_line": int})
+    stripped = 0
+    for c in header:
+        s = df[c].str.strip()
+        changed = int((s != df[c]).sum())
+        if changed:
+            stripped += changed
+            df[c] = s
+    if stripped:
+        ck.notes.append(f"{name}: leading/trailing whitespace stripped from {stripped} "
+                        "value(s)")
+    ck.df = df.set_index(pd.RangeIndex(len(df)))
+
+
+def _records(ck: Checks, text: str) -> list[tuple[int, int, list[str]]] | None:
+    """(first line, last line, values) of every non-blank record; None on a quoting error."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    out, blank, prev = [], 0, 0
+    try:
+        for values in reader:
+            start, prev = prev + 1, reader.line_num
+            if not values or (len(values) == 1 and not values[0].strip()):
+                blank += 1
+                continue
+            out.append((start, reader.line_num, values))
+    except csv.Error as e:
+        ck.add("csv", f"{ck.csv_path.name} line {reader.line_num}", f"cannot be read as CSV "
+               f"({e}); a value with a double quote must be quoted as a whole, the quote "
+               "doubled (\"a \"\"b\"\" c\")")
+        return None
+    if blank:
+        ck.notes.append(f"{ck.csv_path.name}: {blank} blank line(s) skipped")
+    return out
+
+
+def _check_header(ck: Checks, header: list[str]) -> None:
+    name = ck.csv_path.name
+    clean = [h.strip() for h in header]
+    if clean != header:
+        ck.notes.append(f"{name}: whitespace stripped from header names")
+    header[:] = clean
+    problems = False
+    for i, h in enumerate(clean):
+        if not h:
+            ck.add("csv", f"{name} line 1, column {i + 1}", "the header name is empty; name the "
+                   "column or delete it (and its values)")
+            problems = True
+    for h in sorted({h for h in clean if h and clean.count(h) > 1}):
+        idx = [str(i + 1) for i, x in enumerate(clean) if x == h]
+        ck.add("csv", f"{name} line 1", f"column '{h}' appears {len(idx)} times (columns "
+               f"{', '.join(idx)}); keep one and rename or delete the others")
+        problems = True
+    ck.header = None if problems else clean
+
+
+def check_columns(ck: Checks) -> None:
+    """Required columns, declared features, ROI columns together, exclusion columns."""
+    if ck.header is None:
+        return
+    name, cols = ck.csv_path.name, ck.header
+    for c in REQUIRED_COLUMNS:
+        if c not in cols:
+            ck.add("columns", name, f"column '{c}' is missing (required by the contract)"
+                   f"{_hint(c, cols)}; add it to the header")
+    roi = [c for c in ROI_COLUMNS if c in cols]
+    if roi and len(roi) != len(ROI_COLUMNS):
+        ck.add("columns", name, f"ROI columns must come together ({', '.join(ROI_COLUMNS)}); "
+               f"found only {', '.join(roi)}")
+    cfg = ck.config
+    if cfg is None:
+        return
+    for c in cfg.features:
+        if c not in cols:
+            ck.add("columns", name, f"column '{c}' is missing (declared in cohort.yaml)"
+                   f"{_hint(c, cols)}; add it to the header, or remove it from cohort.yaml's "
+                   "feature lists")
+    for ref in cfg.references.values():
+        if ref.column not in cols:
+            ck.add("columns", name, f"column '{ref.column}' of reference '{ref.name}' is "
+                   f"missing{_hint(ref.column, cols)}; add it to the header, or remove the "
+                   "reference from cohort.yaml")
+    for rule in cfg.exclude:
+        if rule["column"] not in cols:
+            ck.add("columns", str(ck.yaml_path), f"exclude rule names column "
+                   f"'{rule['column']}', which {name} does not have{_hint(rule['column'], cols)}")
+
+
+def apply_exclusions(ck: Checks) -> None:
+    """Drop the rows the YAML's exclude rules name; log each rule with its count."""
+    if ck.df is None or ck.config is None:
+        return
+    rows = []
+    for rule in ck.config.exclude:
+        col = rule["column"]
+        if col not in ck.df.columns:
+            continue
+        hit = ck.df[col].isin(rule["values"])
+        rows.append({"column": col, "values": ", ".join(rule["values"]),
+                     "reason": rule["reason"], "n_rows": int(hit.sum())})
+        if hit.any():
+            log.info("excluded %d row(s) of %s where %s in %s: %s", int(hit.sum()),
+                        ck.csv_path.name, col, rule["values"], rule["reason"])
+        ck.df = ck.df[~hit]
+    ck.exclusions = pd.DataFrame(rows, columns=["column", "values", "reason", "n_rows"])
+
+
+# --------------------------------------------------------------------------- values
+
+
+def check_subject_ids(ck: Checks) -> None:
+    """Every row has a subject id; ids that differ only in letter case are the same patient."""
+    if not ck.has("subject_id"):
+        return
+    ids = ck.df["subject_id"]
+    for i in ck.df.index[ids == ""]:
+        ck.add("subject_id", ck.at(i, "subject_id"), "empty; every image needs its subject's id")
+    for i in ck.df.index[ids.str.contains(r"[\x00-\x1f\x7f\u200b-\u200f\ufeff]", regex=True)]:
+        ck.add("subject_id", ck.at(i, "subject_id"), f"{ids[i]!r} contains an invisible "
+               "(control or zero-width) character; retype the id")
+    folded: dict[str, set[str]] = defaultdict(set)
+    for s in ids.unique():
+        folded[s.casefold()].add(s)
+    for variants in folded.values():
+        if len(variants) > 1:
+            shown = "; ".join(f"'{v}' (lines {_lines(ck.df.loc[ids == v, '_line'])})"
+                              for v in sorted(variants))
+            ck.add("subject_id", f"{ck.csv_path.name}, column 'subject_id'", f"ids {shown} "
+                   "differ only in letter case: one patient would count as several and could "
+                   "land in two folds; write each patient's id the same way")
+
+
+def check_labels(ck: Checks) -> None:
+    """Every label is one the YAML declares."""
+    if not ck.has("label"):
+        return
+    if ck.config is None:
+        ck.skipped.append("labels (they need a valid cohort.yaml)")
+        return
+    cfg = ck.config
+    known = [*cfg.positive_labels, *cfg.negative_labels]
+    for lab, rows in ck.df.groupby("label", sort=False).groups.items():
+        if lab in known:
+            continue
+        for i in rows:
+            ck.add("label", ck.at(i, "label"), "empty; every image needs its subject's label"
+                   if not lab else f"unknown label '{lab}'{_hint(lab, known)}; use one of "
+                   f"{sorted(known)} or declare it in cohort.yaml (positive_labels / "
+                   "negative_labels, or an exclude rule)")
+
+
+def _missing_like(value: str, declared: set[str]) -> bool:
+    return value not in declared and value.strip().casefold() in MISSING_LIKE
+
+
+def check_numeric(ck: Checks) -> None:
+    """Numeric features are numbers (finite, dot decimals) or declared missing strings, inside
+    their plausible range."""
+    if ck.df is None or ck.config is None:
+        return
+    cfg = ck.config
+    declared = set(cfg.missing_values)
+    for col in cfg.all_numeric:
+        if col not in ck.df.columns:
+            continue
+        raw = ck.df[col]
+        vals = pd.Series(np.nan, index=raw.index, dtype=float)
+        for i, v in raw.items():
+            if v in declared:
+                continue
+            try:
+                x = float(v)
+            except ValueError:
+                x = None
+            if x is None or not math.isfinite(x):
+                if _missing_like(v, declared):
+                    why = (f"'{v}' looks like a missing-value marker but is not declared; add "
+                           f"it to missing_values in cohort.yaml")
+                elif re.fullmatch(r"[-+]?[\d.]+,\d+", v):
+                    why = (f"'{v}' has a comma: write a dot as the decimal separator and no "
+                           f"thousands separator (e.g. {v.replace(',', '.')} or "
+                           f"{v.replace(',', '')})")
+                else:
+                    why = (f"'{v}' is not a number; write a number (without units), or one of "
+                           f"the declared missing strings {sorted(declared)} (cohort.yaml "
+                           "missing_values)")
+                ck.add("numeric", ck.at(i, col), why)
+                continue
+            vals[i] = x
+        rng = cfg.range_of(col)
+        if rng is not None:
+            lo, hi = rng
+            for i in vals.index[(vals < lo) | (vals > hi)]:
+                ck.add("range", ck.at(i, col), f"{vals[i]:g} is outside the plausible range "
+                       f"[{lo:g}, {hi:g}]; correct it, mark it missing, or set ranges: "
+                       f"{{{col}: [low, high]}} in cohort.yaml")
+        ck.numeric[col] = vals
+
+
+def check_categorical(ck: Checks) -> None:
+    """Categorical values: no undeclared missing markers, only declared categories (when
+    declared), no spellings that differ only in letter case or inner spaces."""
+    if ck.df is None or ck.config is None:
+        return
+    cfg = ck.config
+    declared = set(cfg.missing_values)
+    for col in cfg.all_categorical:
+        if col not in ck.df.columns:
+            continue
+        raw = ck.df[col]
+        present = raw[~raw.isin(declared)]
+        for v, rows in present.groupby(present, sort=False).groups.items():
+            if _missing_like(v, declared):
+                ck.add("categorical", f"{ck.csv_path.name} lines {_lines(ck.df.loc[rows, '_line'])}"
+                       f", column '{col}'", f"'{v}' looks like a missing-value marker but is not "
+                       "declared, so it would become a category; add it to missing_values in "
+                       "cohort.yaml")
+        allowed = cfg.categories.get(col)
+        if allowed is not None:
+            for v, rows in present.groupby(present, sort=False).groups.items():
+                if v not in allowed and not _missing_like(v, declared):
+                    ck.add("categorical", f"{ck.csv_path.name} lines "
+                           f"{_lines(ck.df.loc[rows, '_line'])}, column '{col}'",
+                           f"'{v}' is not one of the declared categories {list(allowed)}"
+                           f"{_hint(v, allowed)}; correct it or add it to categories.{col}")
+            continue
+        folded: dict[str, set[str]] = defaultdict(set)
+        for v in present.unique():
+            folded[" ".join(v.casefold().split())].add(v)
+        for variants in folded.values():
+            if len(variants) > 1:
+                shown = "; ".join(f"'{v}' (lines {_lines(ck.df.loc[raw == v, '_line'], 3)})"
+                                  for v in sorted(variants))
+                ck.add("categorical", f"{ck.csv_path.name}, column '{col}'", f"{shown} differ "
+                       "only in letter case or spacing and would be different categories; write "
+                       f"them the same way (or declare categories.{col} in cohort.yaml)")
+
+
+def check_references(ck: Checks) -> None:
+    """Reader references: every value is a declared category (or a probability in [0, 1]) or a
+    declared missing string; a reference is never also a feature (checked in cohort.yaml)."""
+    if ck.df is None or ck.config is None:
+        return
+    declared = set(ck.config.missing_values)
+    for ref in ck.config.references.values():
+        if ref.column not in ck.df.columns:
+            continue
+        raw = ck.df[ref.column]
+        present = raw[~raw.isin(declared)]
+        for v, rows in present.groupby(present, sort=False).groups.items():
+            why = value_problem(ref, v)
+            if why is None:
+                continue
+            if _missing_like(v, declared):
+                why = (f"'{v}' looks like a missing-value marker but is not declared; add it to "
+                       "missing_values in cohort.yaml")
+            ck.add("reference", f"{ck.csv_path.name} lines {_lines(ck.df.loc[rows, '_line'])}"
+                   f", column '{ref.column}'", why)
+
+
+def check_subject_consistency(ck: Checks) -> None:
+    """A subject's label and subject-level features are the same on each of its image rows."""
+    if not ck.has("subject_id"):
+        return
+    cols = ["label"] if ck.has("label") else []
+    if ck.config is not None:
+        cols += [c for c in ck.config.subject_features if c in ck.df.columns]
+    image_level = ("; if the column describes the image (side, view, transducer), declare it "
+                   "under image_categorical_features or image_numeric_features in cohort.yaml")
+    missing = set(ck.config.missing_values) if ck.config is not None else set()
+    for col in cols:
+        values = (ck.numeric[col] if col in ck.numeric
+                  else ck.df[col].where(~ck.df[col].isin(missing), other="<missing>"))
+        n = values.groupby(ck.df["subject_id"]).nunique(dropna=False)
+        for sid in n.index[n > 1]:
+            rows = ck.df.index[ck.df["subject_id"] == sid]
+            shown = ", ".join(f"line {int(ck.df.at[r, '_line'])}: {ck.df.at[r, col]!r}"
+                              for r in rows[:6])
+            ck.add("subject consistency", f"{ck.csv_path.name}, column '{col}'",
+                   f"subject '{sid}' has different values on its images ({shown}); a subject's "
+                   "label and clinical values must be the same on every image row"
+                   + (image_level if col != "label" else ""))
+
+
+def check_feature_coverage(ck: Checks) -> None:
+    """No feature is missing on every row (it could not be learned from, and hides a typo)."""
+    if ck.df is None or ck.config is None or not len(ck.df):
+        return
+    declared = set(ck.config.missing_values)
+    for col in ck.config.features:
+        if col in ck.df.columns and ck.df[col].isin(declared).all():
+            ck.add("coverage", f"{ck.csv_path.name}, column '{col}'", "every value is missing; "
+                   "fill it in or remove the feature from cohort.yaml")
+
+
+# --------------------------------------------------------------------------- images
+
+
+def _inside(root: Path, rel: str) -> bool:
+    full = os.path.normpath(os.path.join(str(root), rel))
+    return full == str(root) or full.startswith(str(root) + os.sep)
+
+
+def check_paths(ck: Checks) -> None:
+    """Image and mask paths: relative, inside the cohort folder, existing, each image once."""
+    if not ck.has("image_path"):
+        return
+    for col in ("image_path", MASK_COLUMN):
+        if col not in ck.df.columns:
+            continue
+        back = ck.df[col].str.contains("\\", regex=False)
+        if back.any():
+            ck.df.loc[back, col] = ck.df.loc[back, col].str.replace("\\", "/", regex=False)
+            ck.notes.append(f"{ck.csv_path.name}, column '{col}': backslashes in "
+                            f"{int(back.sum())} path(s) read as '/'")
+        for i, rel in ck.df[col].items():
+            if not rel:
+                if col == "image_path":
+                    ck.add("path", ck.at(i, col), "empty; give the image file relative to "
+                           "cohort.csv")
+                continue
+            if os.path.isabs(rel) or re.match(r"^[A-Za-z]:[/\\]", rel):
+                ck.add("path", ck.at(i, col), f"'{rel}' is an absolute path; paths are relative "
+                       "to the cohort folder (copy or link the files into it)")
+            elif not _inside(ck.root, rel):
+                ck.add("path", ck.at(i, col), f"'{rel}' points outside the cohort folder; keep "
+                       "images inside it (a link to the data drive is fine)")
+            elif not (ck.root / rel).exists():
+                ck.add("file", ck.at(i, col), f"file {ck.root / rel} does not exist; fix the "
+                       "path (relative to cohort.csv) or remove the row")
+            elif not (ck.root / rel).is_file():
+                ck.add("file", ck.at(i, col), f"{ck.root / rel} is a folder, not an image file")
+    real = ck.df["image_path"].map(
+        lambda p: os.path.normcase(os.path.realpath(ck.root / p)) if p else "")
+    first: dict[str, int] = {}
+    for i, r in real.items():
+        if not r:
+            continue
+        if r in first:
+            j = first[r]
+            same = ck.df.at[i, "image_path"] == ck.df.at[j, "image_path"]
+            ck.add("duplicate image", ck.at(i, "image_path"),
+                   f"'{ck.df.at[i, 'image_path']}' "
+                   + ("duplicates" if same else f"is the same file as '{ck.df.at[j, 'image_path']}'"
+                      " on") + f" line {int(ck.df.at[j, '_line'])}; list each image once")
+        else:
+            first[r] = i
+
+
+def _inspect(path: Path) -> tuple[tuple[int, int], str] | str:
+    """((width, height), mode) of a readable single-frame image, else what is wrong with it."""
+    try:
+        with Image.open(path) as im:
+            size, mode, fmt = im.size, im.mode, im.format
+            frames = getattr(im, "n_frames", 1)
+            im.verify()
+        if frames > 1:
+            return (f"holds {frames} frames; the contract takes one image per row: export each "
+                    "frame you want as its own file")
+        if fmt == "JPEG":
+            tail = path.read_bytes()[-64:].rstrip(b"\x00")
+            if not tail.endswith(b"\xff\xd9"):
+                return "is a truncated JPEG (it does not end with the end-of-image marker)"
+        elif fmt != "PNG":  # verify() checks PNG chunks; others are decoded in full
+            with Image.open(path) as im:
+                im.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        return f"cannot be read ({type(e).__name__}: {e})"
+    return size, mode
+
+
+def check_image_files(ck: Checks) -> None:
+    """Every image and mask opens as a single-frame image; masks have their image's size and
+    an outline; ROI boxes are integer pixels inside their image."""
+    if not ck.has("image_path") or not ck.check_images:
+        if ck.df is not None and not ck.check_images:
+            ck.skipped.append("image contents (check_images=False): only paths were checked")
+        return
+    wide = 0
+    for i, rel in ck.df["image_path"].items():
+        p = ck.root / rel
+        if not rel or not p.is_file() or not _inside(ck.root, rel):
+            continue
+        got = _inspect(p)
+        if isinstance(got, str):
+            ck.add("image", ck.at(i, "image_path"), f"image file {p} {got}; replace it with a "
+                   "valid PNG/JPEG or remove the row")
+            continue
+        size, mode = got
+        if min(size) < MIN_IMAGE_SIDE:
+            ck.add("image", ck.at(i, "image_path"), f"image file {p} is only "
+                   f"{size[0]}x{size[1]} pixels; give the ultrasound image itself")
+            continue
+        ck.sizes[i] = size
+        wide += mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+        if MASK_COLUMN in ck.df.columns and ck.df.at[i, MASK_COLUMN]:
+            _check_mask(ck, i, ck.sizes[i])
+    if wide:
+        ck.notes.append(f"{wide} image(s) have more than 8 bits per pixel: each is scaled to 8 "
+                        "bits by its own minimum and maximum when decoded")
+
+
+def _check_mask(ck: Checks, i, size: tuple[int, int]) -> None:
+    rel = ck.df.at[i, MASK_COLUMN]
+    p = ck.root / rel
+    if not p.is_file() or not _inside(ck.root, rel):
+        return
+    got = _inspect(p)
+    if isinstance(got, str):
+        ck.add("mask", ck.at(i, MASK_COLUMN), f"mask file {p} {got}")
+        return
+    msize, _ = got
+    if msize != size:
+        ck.add("mask", ck.at(i, MASK_COLUMN), f"mask is {msize[0]}x{msize[1]} but its image is "
+               f"{size[0]}x{size[1]}; a lesion mask must have its image's size")
+        return
+    if not mask_array(p).any():
+        ck.add("mask", ck.at(i, MASK_COLUMN), f"mask {p} is empty (no lesion pixel); leave "
+               "mask_path empty for an image without an outline")
+
+
+def check_roi(ck: Checks) -> None:
+    """ROI boxes: all four cells integers (or all four empty), x0 < x1, y0 < y1, inside the
+    image."""
+    if not ck.has(*ROI_COLUMNS):
+        return
+    roi = pd.DataFrame(index=ck.df.index, columns=list(ROI_COLUMNS), dtype=float)
+    uncropped = 0
+    for i in ck.df.index:
+        cells = [ck.df.at[i, c] for c in ROI_COLUMNS]
+        if not any(cells):
+            uncropped += 1
+            continue
+        box = []
+        for c, v in zip(ROI_COLUMNS, cells):
+            try:
+                x = float(v)
+            except ValueError:
+                x = math.nan
+            if not math.isfinite(x) or x != int(x):
+                ck.add("roi", ck.at(i, c), f"'{v}' is not a pixel coordinate; write an integer "
+                       "(all four ROI cells of a row, or leave all four empty)")
+            box.append(x)
+        if any(not math.isfinite(x) or x != int(x) for x in box):
+            continue
+        x0, y0, x1, y1 = box
+        w, h = ck.sizes.get(i, (math.inf, math.inf))
+        if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
+            ck.add("roi", ck.at(i, "roi_x0"), f"ROI box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) is "
+                   f"not inside the {w}x{h} image with x0 < x1 and y0 < y1; give pixel "
+                   "coordinates of the image (x1, y1 exclusive)")
+            continue
+        roi.loc[i] = box
+    if uncropped:
+        ck.notes.append(f"{uncropped} row(s) with all four ROI cells empty: used uncropped")
+    ck.roi = roi
+
+
+def check_duplicate_bytes(ck: Checks) -> None:
+    """The same image (identical bytes) under two file names: across subjects it would leak
+    one image into two folds."""
+    if not ck.has("image_path", "subject_id") or not ck.check_images:
+        return
+    by_hash: dict[str, list[int]] = defaultdict(list)
+    for i, rel in ck.df["image_path"].items():
+        p = ck.root / rel
+        if i in ck.sizes:  # readable, inside the folder
+            by_hash[hashlib.sha256(p.read_bytes()).hexdigest()].append(i)
+    for rows in by_hash.values():
+        names = {ck.df.at[i, "image_path"] for i in rows}
+        if len(rows) < 2 or len(names) < 2:
+            continue  # the same path twice is reported by check_paths
+        subjects = sorted(set(ck.df.loc[rows, "subject_id"]))
+        where = ", ".join(f"line {int(ck.df.at[i, '_line'])} ({ck.df.at[i, 'image_path']}, "
+                          f"subject {ck.df.at[i, 'subject_id']})" for i in rows)
+        ck.add("duplicate image", f"{ck.csv_path.name}, column 'image_path'",
+               f"identical image files: {where}; "
+               + ("the same image under two subjects would be in training and test at once: "
+                  "keep it under its own subject only" if len(subjects) > 1
+                  else "list each image once"))
+
+
+# --------------------------------------------------------------------------- classes
+
+
+def check_classes(ck: Checks) -> None:
+    """Both classes present, and enough subjects of each for the folds (and the inner
+    validation split inside each training fold)."""
+    if not ck.has("subject_id", "label") or ck.config is None:
+        return
+    known = set(ck.config.positive_labels) | set(ck.config.negative_labels)
+    d = ck.df[ck.df["label"].isin(known) & (ck.df["subject_id"] != "")]
+    if d.empty:
+        return
+    y = d["label"].isin(ck.config.positive_labels)
+    per_class = {"positive": d.loc[y, "subject_id"].nunique(),
+                 "negative": d.loc[~y, "subject_id"].nunique()}
+    name = ck.csv_path.name
+    for cls, n in per_class.items():
+        labels = ck.config.positive_labels if cls == "positive" else ck.config.negative_labels
+        if n == 0:
+            ck.add("classes", name, f"no {cls} subject ({'/'.join(labels)}); the study compares "
+                   "two classes")
+        elif ck.folds is not None and n < ck.folds:
+            advice = (f"use at most {n} folds or add subjects" if n >= 2
+                      else "cross-validation needs at least 2 subjects of each class: add "
+                           "subjects")
+            ck.add("classes", name, f"only {n} {cls} subject(s) for {ck.folds} folds; each "
+                   f"fold needs one of each class: {advice}")
+
+
+# --------------------------------------------------------------------------- all of them
+
+CHECKS = (check_columns, apply_exclusions, check_subject_ids, check_labels, check_numeric,
+          check_categorical, check_references, check_subject_consistency,
+          check_feature_coverage, check_paths, check_image_files, check_roi,
+          check_duplicate_bytes, check_classes)
+
+
+def run_checks(root: Path, folds: int | None = None, check_images: bool = True) -> Checks:
+    """Read both files and run every check that what was read allows."""
+    ck = Checks(root=root, folds=folds, check_images=check_images)
+    read_config(ck)
+    read_csv(ck)
+    if ck.config is None:
+        ck.skipped.append("labels, features and exclusion rules (they need a valid "
+                          "cohort.yaml)")
+    for check in CHECKS:
+        check(ck)
+    return ck

@@ -1,0 +1,133 @@
+"""Comparing cross-validated models: subject-level predictions, metric tables, calibration and
+clinical-utility computations.
+
+Everything here works on the predictions of :func:`phyllodes.runs.load_predictions` (one row
+per image and run) and looks at subject-level, out-of-fold test results (a subject's
+probability is the mean over its images). Anything fit — a recalibration map, an operating
+threshold — is fit on a fold's inner-validation subjects (``split == 'val'``) and applied to
+that fold's test subjects, never fit on test subjects.
+
+Why recalibration matters here: class-aware sampling trains the network as if the classes
+were equally frequent, which shifts its probabilities towards the minority class (too high for
+borderline/malignant when they are rarer than benign). Ranking metrics (AUC) are unaffected;
+probabilities, Brier score, calibration intercept and decision curves are not.
+
+The paper's tables and figures are assembled from these by :mod:`phyllodes.tables` and
+:mod:`phyllodes.figures`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from phyllodes.evaluate import stats
+from phyllodes.evaluate.metrics import metrics_table, subject_level
+
+
+def subject_predictions(preds: pd.DataFrame, by: str = "model_label") -> pd.DataFrame:
+    """One row per model, fold, split and subject (mean probability over its images)."""
+    keep = [by, "subject_id", "image_path", "fold", "split", "y", "prob"]
+    return subject_level(preds[keep])
+
+
+def pooled_subject_test(preds: pd.DataFrame, by: str = "model_label") -> pd.DataFrame:
+    """One row per (model, subject) of the out-of-fold test predictions."""
+    s = subject_predictions(preds, by)
+    return s[s["split"] == "test"].drop(columns="split")
+
+
+def comparison_table(preds: pd.DataFrame, by: str = "model_label", threshold: str = "0.5",
+                     n_boot: int = 1000, seed: int = 0, order: list[str] | None = None
+                     ) -> pd.DataFrame:
+    """Per model: each metric as fold mean ± SD and pooled [95% CI] (subject level)."""
+    cols = [by, "subject_id", "image_path", "fold", "split", "y", "prob"]
+    t = metrics_table(preds[cols], level="subject", threshold=threshold, n_boot=n_boot,
+                      seed=seed, by=[by])
+    if order:
+        t = t.set_index(by).loc[[o for o in order if o in set(t[by])]].reset_index()
+    return t
+
+
+def verdict(table: pd.DataFrame, tests: pd.DataFrame, fused: str, singles: list[str],
+            by: str = "model_label") -> str:
+    """A plain sentence: does the fused model beat each single modality on this cohort?"""
+    t = table.set_index(by)
+    parts = []
+    for s in singles:
+        if s not in t.index or fused not in t.index:
+            continue
+        row = tests[tests["comparison"] == f"{fused} vs {s}"]
+        p = float(row["delong_p"].iloc[0]) if len(row) else np.nan
+        diff = t.at[fused, "auc_pooled_est"] - t.at[s, "auc_pooled_est"]
+        if diff > 0 and p < 0.05:
+            word = "beats"
+        elif diff > 0:
+            word = "is above, but not significantly (DeLong p = %.3f)," % p
+        else:
+            word = "does NOT beat" + (" (DeLong p = %.3f)" % p if not np.isnan(p) else "")
+        parts.append(f"{fused} {word} {s} (pooled AUC difference {diff:+.3f})")
+    return "; ".join(parts) + "."
+
+
+def label_for(preds: pd.DataFrame, modality: str, model: str, fusion: str | None = None) -> str:
+    """The ``model_label`` of the runs with this modality, model (and fusion)."""
+    m = (preds["modality"] == modality) & (preds["model"] == model)
+    if modality == "multimodal" and fusion:
+        m &= preds["fusion"] == fusion
+    labels = preds.loc[m, "model_label"].unique()
+    if len(labels) != 1:
+        raise ValueError(f"expected one model for {modality}/{model}/{fusion}, found {labels}")
+    return str(labels[0])
+
+
+def recalibrate_per_fold(subj: pd.DataFrame, by: str = "model_label") -> pd.DataFrame:
+    """Add ``prob_recal``: Platt recalibration fit on each fold's val subjects, applied to
+    that fold's rows."""
+    out = []
+    for _, g in subj.groupby([by, "fold"], sort=False):
+        val = g[g["split"] == "val"]
+        f = stats.fit_platt_recalibration(val["y"], val["prob"])
+        out.append(g.assign(prob_recal=f(g["prob"].to_numpy())))
+    return pd.concat(out).sort_index()
+
+
+def decision_curves(subj: pd.DataFrame, by: str = "model_label", column: str = "prob_recal",
+                    thresholds: np.ndarray | None = None) -> pd.DataFrame:
+    """Net benefit of each model against excise-all and excise-none, pooled test subjects."""
+    t = np.round(np.arange(0.02, 0.81, 0.02), 2) if thresholds is None else thresholds
+    test = subj[subj["split"] == "test"]
+    frames = []
+    for model, g in test.groupby(by, sort=False):
+        d = stats.decision_curve(g["y"], g[column], t)
+        frames.append(d.assign(model_label=model))
+    return pd.concat(frames, ignore_index=True)
+
+
+def baselines_late_fusion(preds: pd.DataFrame, encoder: str, label: str
+                          ) -> tuple[pd.DataFrame, list[str]]:
+    """The late fusion (:func:`late_fusion`) of the two simple baselines, the clinical logistic
+    regression and the image linear probe of ``encoder``: its prediction rows labelled
+    ``label``, and the two baselines' labels."""
+    from phyllodes.keys import probe_name
+    pair = [label_for(preds, "clinical", "logreg"), label_for(preds, "image",
+                                                              probe_name(encoder))]
+    return late_fusion(preds, pair, label), pair
+
+
+def late_fusion(preds: pd.DataFrame, labels: list[str], label: str) -> pd.DataFrame:
+    """The late fusion of finished models: per image, the mean of their predicted log-odds
+    (nothing is fit, so nothing can leak). Returns prediction rows (inner-validation and test)
+    with ``model_label`` = ``label``, to concatenate with ``preds``."""
+    keys = ["subject_id", "image_path", "fold", "split", "y"]
+    parts = [preds[preds["model_label"] == lab].set_index(keys)["prob"] for lab in labels]
+    if any(p.empty for p in parts):
+        missing = [lab for lab, p in zip(labels, parts) if p.empty]
+        raise ValueError(f"late fusion needs the predictions of {missing}")
+    logits = [np.log(p.clip(1e-6, 1 - 1e-6) / (1 - p.clip(1e-6, 1 - 1e-6))) for p in parts]
+    mean = pd.concat(logits, axis=1, join="inner").mean(axis=1)
+    out = (1 / (1 + np.exp(-mean))).rename("prob").reset_index()
+    first = preds[preds["model_label"] == labels[0]].drop_duplicates("modality")
+    return out.assign(modality="multimodal", model="late_fusion", fusion="late",
+                      seed=int(first["seed"].iloc[0]), pretrained=bool(first["pretrained"].iloc[0]),
+                      model_label=label, run_id="late-fusion:" + "+".join(labels))

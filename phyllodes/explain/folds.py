@@ -1,0 +1,189 @@
+"""Explain finished cross-validation runs: each test subject by the fold model that never saw it.
+
+:func:`fold_models` reloads every fold's trained multimodal model with its clinical
+preprocessing; :func:`explain_folds` computes, per fold and on that fold's test images only,
+the CAMs (Grad-CAM++ for every image, Score-CAM for up to ``scorecam_images``), the map
+validation against the lesion masks, the two-modality Shapley values against the fold's
+baselines (mean inner-training image and clinical vector), the ablation AUCs, and the grouped
+permutation importance of the clinical features. Results are pooled over folds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from phyllodes.data.clinical import ClinicalEncoder
+from phyllodes.data.images import ImageSet, to_float
+from phyllodes.explain import maps as explain
+from phyllodes.explain.results import CamPanel
+from phyllodes.models.network import PhyllodesNet, predict_proba
+from phyllodes.study import Study
+from phyllodes.train.runs import load_run_model
+from phyllodes.train.spec import RunSpec
+
+
+@dataclass
+class FoldModel:
+    fold: int
+    spec: RunSpec
+    model: PhyllodesNet
+    encoder: ClinicalEncoder
+    rows: dict[str, np.ndarray]      #: image rows of the cohort per split (train/val/test)
+    run_dir: Path
+
+
+def fold_models(study: Study, run_dirs: list[Path]) -> list[FoldModel]:
+    """Reload each fold's model; check its test subjects are the fold's (no leakage)."""
+    out = []
+    ids = study.cohort.images["subject_id"].to_numpy()
+    for d in run_dirs:
+        model, enc, cfg = load_run_model(d)
+        spec = RunSpec(**cfg["spec"])
+        subjects = cfg["subjects"]
+        fold_test = set(study.splits.loc[study.splits["fold"] == spec.fold, "subject_id"])
+        if set(subjects["test"]) != fold_test:
+            raise ValueError(f"run {d.name} was trained with other folds than {study.splits_path}")
+        rows = {k: np.flatnonzero(np.isin(ids, v)) for k, v in subjects.items()}
+        out.append(FoldModel(spec.fold, spec, model.to(study.device), enc, rows, Path(d)))
+    return sorted(out, key=lambda f: f.fold)
+
+
+def fold_inputs(study: Study, fm: FoldModel, images: ImageSet, split: str
+                ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """Images (float, [0, 1]), preprocessed clinical rows (None for an image-only model) and
+    cohort rows of a fold's split."""
+    rows = fm.rows[split]
+    x = to_float(images.images[torch.as_tensor(rows)])
+    c = (fm.encoder.transform_images(study.cohort.images.iloc[rows])
+         if fm.spec.modality == "multimodal" else None)
+    return x, c, rows
+
+
+def baselines(study: Study, fm: FoldModel, images: ImageSet) -> tuple[np.ndarray, np.ndarray]:
+    """The fold's mean inner-training image (H, W) and mean clinical vector (F,; None for an
+    image-only model)."""
+    x, c, _ = fold_inputs(study, fm, images, "train")
+    return x.mean(0)[0].numpy(), None if c is None else c.mean(0)
+
+
+def explain_folds(study: Study, folds: list[FoldModel], images: ImageSet,
+                  scorecam_images: int | None = 40, n_repeats: int = 10,
+                  cam_batch_size: int = 64, seed: int = 0) -> dict[str, pd.DataFrame]:
+    """CAMs and, for multimodal models, Shapley shares, ablation AUCs and clinical feature
+    importance, pooled over folds (an image-only model gets CAMs only)."""
+    rng = np.random.default_rng(seed)
+    cams_gpp, cams_sc, rows_all, sc_rows = [], [], [], []
+    per_img, ablations, importances = [], [], []
+    for fm in folds:
+        x, c, rows = fold_inputs(study, fm, images, "test")
+        y = study.cohort.images["y"].to_numpy()[rows]
+        prob = predict_proba(fm.model, x, c, batch_size=128)
+        frame = pd.DataFrame({
+            "row": rows, "fold": fm.fold, "subject_id": study.cohort.images["subject_id"]
+            .to_numpy()[rows], "y": y, "prob": prob, "correct": (prob >= 0.5) == (y == 1)})
+        if c is not None:
+            b_img, b_clin = baselines(study, fm, images)
+            frame = frame.join(explain.modality_shapley(fm.model, x, c, b_img, b_clin))
+            abl = explain.modality_ablation_auc(fm.model, x, c, y, b_img, b_clin)
+            ablations.append({"fold": fm.fold, **abl})
+        per_img.append(frame)
+        cams_gpp.append(explain.compute_cams(fm.model, x, c, method="gradcam++",
+                                             batch_size=cam_batch_size))
+        rows_all.append(rows)
+        k = len(rows) if scorecam_images is None else max(
+            1, int(round(scorecam_images * len(rows) / len(study.cohort.images))))
+        pick = np.sort(rng.choice(len(rows), size=min(k, len(rows)), replace=False))
+        cams_sc.append(explain.compute_cams(fm.model, x[pick], None if c is None else c[pick],
+                                            method="scorecam", batch_size=cam_batch_size))
+        sc_rows.append(rows[pick])
+
+        def predict_fn(cm, _m=fm.model, _x=x):
+            return predict_proba(_m, _x, cm.astype(np.float32), batch_size=128)
+        if c is not None and len(np.unique(y)) == 2:
+            imp = explain.permutation_importance_oof(predict_fn, c, y, fm.encoder.feature_groups(),
+                                                     n_repeats=n_repeats, seed=seed + fm.fold)
+            importances.append(imp.assign(fold=fm.fold, n_test=len(rows)))
+    per_img = pd.concat(per_img, ignore_index=True)
+    return {
+        "per_image": per_img,
+        "cams_gradcampp": np.concatenate(cams_gpp), "cam_rows": np.concatenate(rows_all),
+        "cams_scorecam": np.concatenate(cams_sc), "scorecam_rows": np.concatenate(sc_rows),
+        "ablation": pd.DataFrame(ablations),
+        "importance": pd.concat(importances, ignore_index=True) if importances else pd.DataFrame(),
+    }
+
+
+def cam_examples(result: dict, per_outcome: int, seed: int = 0) -> pd.DataFrame:
+    """Up to ``per_outcome`` Score-CAM images each of TP, TN, FP and FN (threshold 0.5)."""
+    pi = result["per_image"].set_index("row").loc[result["scorecam_rows"]].reset_index()
+    pi["position"] = np.arange(len(pi))
+    pred = pi["prob"] >= 0.5
+    pi["outcome"] = np.select([pred & (pi["y"] == 1), ~pred & (pi["y"] == 0),
+                               pred & (pi["y"] == 0), ~pred & (pi["y"] == 1)],
+                              ["TP", "TN", "FP", "FN"], default="?")
+    parts = [g.sample(min(per_outcome, len(g)), random_state=seed)
+             for _, g in pi.groupby("outcome", sort=False)]
+    order = {"TP": 0, "TN": 1, "FP": 2, "FN": 3}
+    out = pd.concat(parts).sort_values("outcome", key=lambda s: s.map(order))
+    return out.reset_index(drop=True)
+
+
+def scorecam_panel(result: dict, images: ImageSet, per_outcome: int, seed: int = 0
+                   ) -> CamPanel:
+    """Figure 3's cases: up to ``per_outcome`` Score-CAM images each of TP, TN, FP and FN, with
+    their fold and probability (:func:`cam_examples`)."""
+    ex = cam_examples(result, per_outcome, seed=seed)
+    rows = torch.as_tensor(result["scorecam_rows"][ex["position"]])
+    imgs = images.images[rows, 0].float().div(255).numpy()
+    masks = None if images.masks is None else (images.masks[rows, 0] > 0).numpy()
+    titles = [f"{o} · p={p:.2f} · fold {f}" for o, p, f in zip(ex["outcome"], ex["prob"],
+                                                                 ex["fold"])]
+    return CamPanel(imgs, result["cams_scorecam"][ex["position"]], titles, masks)
+
+
+def randomisation_for_fold(study: Study, fm: FoldModel, images: ImageSet, seed: int = 0) -> dict:
+    """Model-randomisation check (Grad-CAM++) on one fold's test images."""
+    x, c, _ = fold_inputs(study, fm, images, "test")
+    return explain.randomisation_check(fm.model, x, c, method="gradcam++", seed=seed)
+
+
+def table6_cam_validation(study: Study, result: dict, images: ImageSet,
+                          randomisation_spearman: float | None = None,
+                          grid: tuple[int, int] | None = None) -> pd.DataFrame:
+    """Map validation for Grad-CAM++ (all test images) and Score-CAM (its subset), and the
+    rank correlation of the maps with those of a re-initialised encoder (fold 0).
+
+    A cohort without lesion masks (no ``mask_path`` column) gets one row per method saying so.
+    """
+    out = _cam_validation(study, result, images)
+    if grid is not None:
+        out.insert(1, "map grid", f"{grid[0]}x{grid[1]}")
+    if randomisation_spearman is not None:
+        out["randomisation_spearman (fold 0, Grad-CAM++)"] = randomisation_spearman
+    return out
+
+
+def _cam_validation(study: Study, result: dict, images: ImageSet) -> pd.DataFrame:
+    if images.masks is None:
+        return pd.DataFrame([{"method": name, "group": "all", "n": int(len(rows)),
+                              "note": f"cohort {study.name} has no lesion masks (mask_path): "
+                                      "the maps cannot be validated"}
+                             for name, rows in (("Grad-CAM++", result["cam_rows"]),
+                                                ("Score-CAM", result["scorecam_rows"]))])
+    correct = result["per_image"].set_index("row")["correct"]
+    frames = []
+    for name, cams, rows in (("Grad-CAM++", result["cams_gradcampp"], result["cam_rows"]),
+                             ("Score-CAM", result["cams_scorecam"], result["scorecam_rows"])):
+        masks = (images.masks[torch.as_tensor(rows), 0] > 0).numpy()
+        t = explain.cam_validation_table(cams, masks, correct.loc[rows].to_numpy(),
+                                         tolerance_px=max(1, images.images.shape[-1] // 32))
+        frames.append(t.reset_index().assign(method=name))
+    return pd.concat(frames, ignore_index=True)[[
+        "method", "group", "n", "n_flat_maps", "energy_inside", "energy_inside_sd",
+        "chance_energy", "energy_lift", "lift_low", "lift_high", "hit_rate", "hit_low",
+        "hit_high"]]

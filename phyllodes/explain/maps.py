@@ -1,0 +1,647 @@
+"""Explaining the image + clinical model: CAMs, their validation, and modality contributions.
+
+Class activation maps come from ``pytorch-grad-cam`` unchanged (Score-CAM and Grad-CAM++);
+this module only adapts :class:`~phyllodes.models.PhyllodesNet` to it:
+
+* :class:`ImageBranchWrapper` makes the two-input network a one-input network (the subject's
+  clinical vector held fixed) returning logits of shape (B, 1), so the CAM target is
+  ``ClassifierOutputTarget(0)`` = the positive-class (borderline/malignant) logit.
+* :func:`target_layers` / :func:`reshape_transform` pick the CAM layer per timm encoder family.
+* :func:`compute_cams` returns (N, H, W) maps in [0, 1] at the input's size.
+
+Map validation as numbers (:func:`cam_energy_inside`, :func:`pointing_game_hit`,
+:func:`cam_validation_table`), the model-randomisation sanity check of Adebayo et al. (2018)
+(:func:`randomisation_check`), the modality contribution as exact two-player Shapley values
+(:func:`modality_shapley`, :func:`image_share`, :func:`image_share_ci`) with an independent
+ablation estimate (:func:`modality_ablation_auc`), grouped permutation importance of clinical
+features (:func:`permutation_importance_oof`). Their figures are in :mod:`phyllodes.figures`.
+
+Conventions: images are float grayscale in [0, 1], shape (N, 1, H, W) (or (N, H, W)); clinical
+vectors are the preprocessed (N, F) matrix the model was trained on; masks are boolean (N, H, W)
+at the image size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import types
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import ndimage, special
+from scipy import stats as sstats
+from sklearn.metrics import roc_auc_score
+from torch import nn
+
+from phyllodes.evaluate.stats import bootstrap_row_counts, cluster_codes
+from phyllodes.models.network import predict_logits
+
+__all__ = [
+    "ImageBranchWrapper",
+    "target_layers",
+    "reshape_transform",
+    "compute_cams",
+    "cam_energy_inside",
+    "pointing_game_hit",
+    "wilson_ci",
+    "cam_validation_table",
+    "randomise_encoder",
+    "randomisation_check",
+    "modality_shapley",
+    "image_share",
+    "image_share_ci",
+    "modality_ablation_auc",
+    "permutation_importance_oof",
+]
+
+CAM_METHODS = ("scorecam", "gradcam++")
+_RANDOMISE_SEED_OFFSET = 7_919_000  # see randomise_encoder
+
+ArrayLike = np.ndarray | torch.Tensor | Sequence
+
+
+# --------------------------------------------------------------------------- adapters
+
+
+def _as_images(images: ArrayLike) -> torch.Tensor:
+    """(N, 1, H, W) float32 tensor from (N, H, W) or (N, 1, H, W) arrays/tensors."""
+    x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+    x = x.detach().float()
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4:
+        raise ValueError(f"images must be (N, H, W) or (N, C, H, W), got shape {tuple(x.shape)}")
+    return x
+
+
+def _as_clinical(clinical: ArrayLike | None, n: int | None = None) -> torch.Tensor | None:
+    if clinical is None:
+        return None
+    c = torch.as_tensor(np.asarray(clinical) if not isinstance(clinical, torch.Tensor)
+                        else clinical).detach().float()
+    if c.ndim == 1:
+        c = c[None]
+    if n is not None and c.shape[0] not in (1, n):
+        raise ValueError(f"clinical has {c.shape[0]} rows for {n} images")
+    return c
+
+
+def _image_encoder(model: nn.Module) -> nn.Module:
+    """The timm encoder of a PhyllodesNet (or ``model`` itself when it is a bare timm model)."""
+    if hasattr(model, "modality") and getattr(model, "encoder", None) is None:
+        raise ValueError("this model has no image branch (clinical-only): no CAMs to compute")
+    enc = getattr(model, "encoder", None)
+    return enc if isinstance(enc, nn.Module) else model
+
+
+class ImageBranchWrapper(nn.Module):
+    """``forward(image) -> logits (B, 1)`` of ``model(image, clinical)`` with clinical held fixed.
+
+    ``clinical``: one subject's vector (F,) / (1, F), broadcast to every image of the batch (what
+    Score-CAM needs: it feeds many masked copies of one image), or a (B, F) matrix matched row by
+    row with a batch of B images (Grad-CAM++ on several subjects at once). ``None`` for an
+    image-only model. Column 0 of the output is the positive-class logit, so pytorch-grad-cam's
+    ``ClassifierOutputTarget(0)`` targets it.
+    """
+
+    def __init__(self, model: nn.Module, clinical: ArrayLike | None = None):
+        super().__init__()
+        self.model = model
+        self.clinical = _as_clinical(clinical)
+
+    def set_clinical(self, clinical: ArrayLike | None) -> None:
+        """Hold another clinical vector/matrix fixed (the CAM hooks stay in place)."""
+        self.clinical = _as_clinical(clinical)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        c = self.clinical
+        if c is not None:
+            b = image.shape[0]
+            if c.shape[0] == 1:
+                c = c.expand(b, -1)
+            elif c.shape[0] != b:
+                raise ValueError(f"held clinical matrix has {c.shape[0]} rows, batch has {b}")
+            c = c.to(image.device)
+        return self.model(image, c).reshape(-1, 1)
+
+
+# --------------------------------------------------------------------------- target layers
+
+
+def _family(encoder: nn.Module) -> str | None:
+    from timm.models import (
+        convnext,
+        densenet,
+        efficientnet,
+        mobilenetv3,
+        resnet,
+        swin_transformer,
+        swin_transformer_v2,
+        vision_transformer,
+    )
+
+    table = [
+        (resnet.ResNet, "resnet"),
+        (densenet.DenseNet, "densenet"),
+        (efficientnet.EfficientNet, "efficientnet"),
+        (mobilenetv3.MobileNetV3, "mobilenetv3"),
+        (convnext.ConvNeXt, "convnext"),
+        (vision_transformer.VisionTransformer, "vit"),
+        (swin_transformer.SwinTransformer, "swin"),
+        (swin_transformer_v2.SwinTransformerV2, "swin"),
+    ]
+    for cls, name in table:
+        if isinstance(encoder, cls):
+            return name
+    return None
+
+
+def map_grid(model: nn.Module, image_size: int) -> tuple[int, int]:
+    """The resolution (h, w) of the CAMs of ``model`` at ``image_size``: the target layer's
+    spatial size, before the maps are upsampled to the image."""
+    layer = target_layers(model)[0]
+    shape = {}
+    def grab(_module, _inputs, out) -> None:  # returning None keeps the layer's output
+        shape.setdefault("s", out.shape)
+    hook = layer.register_forward_hook(grab)
+    try:
+        dev = next(model.parameters()).device
+        x = torch.zeros(1, 1, image_size, image_size, device=dev)
+        with torch.no_grad():
+            model.image_features(x) if hasattr(model, "image_features") else model(x)
+    finally:
+        hook.remove()
+    s = shape["s"]
+    return (int(s[-2]), int(s[-1])) if len(s) == 4 else (int(s[1]), int(s[2]))
+
+
+def target_layers(model: nn.Module) -> list[nn.Module]:
+    """The CAM target layer of the model's timm encoder, chosen by encoder family.
+
+    ResNet: ``layer4[-1]``; DenseNet: ``features.norm5`` (BatchNorm + ReLU after the last dense
+    block); EfficientNet(-Lite): ``bn2`` (BatchNorm + activation after ``conv_head``, the last
+    spatial map; for an encoder truncated after a stage, an identity on that stage's output);
+    MobileNetV3: ``blocks[-1]`` (its ``conv_head`` comes after global pooling); ConvNeXt:
+    ``stages[-1]``; ViT: ``blocks[-1].norm1`` (the output of the last block only reaches the
+    class token, so gradients of patch tokens vanish there); Swin / SwinV2:
+    ``layers[-1]``. ViT and Swin need :func:`reshape_transform` as well.
+    """
+    enc = _image_encoder(model)
+    fam = _family(enc)
+    if fam == "resnet":
+        return [enc.layer4[-1]]
+    if fam == "densenet":
+        return [enc.features.norm5]
+    if fam == "efficientnet":
+        return [enc.bn2]
+    if fam == "mobilenetv3":
+        return [enc.blocks[-1]]
+    if fam == "convnext":
+        return [enc.stages[-1]]
+    if fam == "vit":
+        return [enc.blocks[-1].norm1]
+    if fam == "swin":
+        return [enc.layers[-1]]
+    raise ValueError(
+        f"no CAM target layer known for encoder class {type(enc).__name__}; pass one by hand: "
+        "compute_cams(model, images, clinical, layers=[model.encoder.<last spatial module>], "
+        "reshape=<callable turning its output into (B, C, h, w)> or None for CNNs)")
+
+
+def _vit_tokens_to_map(x: torch.Tensor, n_prefix: int, grid: tuple[int, int] | None
+                       ) -> torch.Tensor:
+    x = x[:, n_prefix:, :]
+    n = x.shape[1]
+    if grid is None or grid[0] * grid[1] != n:
+        side = math.isqrt(n)
+        if side * side != n:
+            raise ValueError(f"cannot reshape {n} patch tokens to a grid; give the image size")
+        grid = (side, side)
+    return x.reshape(x.shape[0], grid[0], grid[1], x.shape[2]).permute(0, 3, 1, 2)
+
+
+def _nhwc_to_nchw(x: torch.Tensor) -> torch.Tensor:
+    return x.permute(0, 3, 1, 2)
+
+
+def reshape_transform(model: nn.Module, image_size: tuple[int, int] | None = None
+                      ) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """Token/NHWC -> (B, C, h, w) reshape for transformer encoders; ``None`` for CNNs.
+
+    ViT: drops the class/register (prefix) tokens and reshapes the rest to the patch grid (from
+    ``image_size`` when the encoder takes dynamic sizes, else its configured grid, else a square).
+    Swin (timm >= 1.0 stages output (B, H, W, C)): permutes to channels-first.
+    """
+    enc = _image_encoder(model)
+    fam = _family(enc)
+    if fam == "vit":
+        n_prefix = int(getattr(enc, "num_prefix_tokens", 1))
+        grid = tuple(enc.patch_embed.grid_size) if getattr(enc.patch_embed, "grid_size", None) \
+            else None
+        if image_size is not None and hasattr(enc.patch_embed, "dynamic_feat_size"):
+            grid = tuple(enc.patch_embed.dynamic_feat_size(tuple(image_size)))
+        return lambda x: _vit_tokens_to_map(x, n_prefix, grid)
+    if fam == "swin":
+        return _nhwc_to_nchw
+    return None
+
+
+# --------------------------------------------------------------------------- CAMs
+
+
+@contextlib.contextmanager
+def _quiet_scorecam() -> Iterator[None]:
+    """Silence Score-CAM's per-image tqdm progress bars (it has no switch for them)."""
+    from pytorch_grad_cam import score_cam
+
+    saved = score_cam.tqdm
+    score_cam.tqdm = types.SimpleNamespace(tqdm=lambda it, *a, **k: it)
+    try:
+        yield
+    finally:
+        score_cam.tqdm = saved
+
+
+def compute_cams(model: nn.Module, images: ArrayLike, clinical: ArrayLike | None = None,
+                 method: str = "scorecam", batch_size: int = 32,
+                 layers: list[nn.Module] | None = None,
+                 reshape: Callable[[torch.Tensor], torch.Tensor] | None | str = "auto"
+                 ) -> np.ndarray:
+    """CAMs (N, H, W) in [0, 1] at the input size, target = the positive-class logit.
+
+    ``method``: ``"scorecam"`` (pytorch_grad_cam.ScoreCAM, gradient-free, one forward pass per
+    activation channel per image: ``batch_size`` masked copies go through the network at once,
+    one subject at a time) or ``"gradcam++"`` (GradCAMPlusPlus, ``batch_size`` subjects per
+    pass). ``layers``/``reshape`` override :func:`target_layers`/:func:`reshape_transform`.
+    The model is evaluated in eval mode; its train/eval mode is restored afterwards and its
+    parameter gradients are cleared (Grad-CAM++ back-propagates through it). Each map is
+    min-max scaled to [0, 1] by pytorch-grad-cam (an all-zero map stays zero). Score-CAM cost:
+    N x (channels of the target layer) forward passes.
+    """
+    from pytorch_grad_cam import GradCAMPlusPlus, ScoreCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    if method not in CAM_METHODS:
+        raise ValueError(f"method must be one of {CAM_METHODS}, got '{method}'")
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    x = _as_images(images)
+    n, size = x.shape[0], (int(x.shape[-2]), int(x.shape[-1]))
+    c = _as_clinical(clinical, n)
+    if c is not None and c.shape[0] == 1 and n > 1:
+        c = c.expand(n, -1)
+    layers = target_layers(model) if layers is None else list(layers)
+    if isinstance(reshape, str):
+        if reshape != "auto":
+            raise ValueError("reshape must be 'auto', None or a callable")
+        reshape = reshape_transform(model, image_size=size)
+    device = next(model.parameters()).device
+    was_training = model.training
+    wrapper = ImageBranchWrapper(model)
+    cam = None
+    out: list[np.ndarray] = []
+    try:
+        model.eval()
+        if method == "scorecam":
+            cam = ScoreCAM(wrapper, layers, reshape_transform=reshape)
+            cam.batch_size = batch_size
+            with _quiet_scorecam(), torch.no_grad():
+                for i in range(n):
+                    wrapper.set_clinical(None if c is None else c[i:i + 1])
+                    out.append(cam(x[i:i + 1].to(device), [ClassifierOutputTarget(0)]))
+        else:
+            cam = GradCAMPlusPlus(wrapper, layers, reshape_transform=reshape)
+            cam.compute_input_gradient = True  # gradients exist even with a frozen encoder
+            with torch.enable_grad():
+                for s in range(0, n, batch_size):
+                    xb = x[s:s + batch_size].to(device)
+                    wrapper.set_clinical(None if c is None else c[s:s + batch_size])
+                    out.append(cam(xb, [ClassifierOutputTarget(0)] * xb.shape[0]))
+    finally:
+        if cam is not None:
+            cam.activations_and_grads.release()
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    maps = np.concatenate(out, axis=0) if out else np.zeros((0, *size), np.float32)
+    return np.clip(maps.astype(np.float32), 0.0, 1.0)
+
+
+# --------------------------------------------------------------------------- map validation
+
+
+def _check_pair(cam: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    cam, mask = np.asarray(cam, dtype=float), np.asarray(mask).astype(bool)
+    if cam.shape != mask.shape or cam.ndim != 2:
+        raise ValueError(f"cam {cam.shape} and mask {mask.shape} must be 2-D of one shape "
+                         "(resize the mask to the CAM/image size first)")
+    return cam, mask
+
+
+def cam_energy_inside(cam: np.ndarray, mask: np.ndarray) -> float:
+    """Fraction of the map's mass inside the mask: sum(cam[mask]) / sum(cam); NaN for a zero map.
+
+    Negative values are clipped to 0. A map spread uniformly scores the mask's area fraction
+    (the chance level).
+    """
+    cam, mask = _check_pair(cam, mask)
+    cam = np.clip(cam, 0, None)
+    total = cam.sum()
+    return float(cam[mask].sum() / total) if total > 0 else float("nan")
+
+
+def pointing_game_hit(cam: np.ndarray, mask: np.ndarray, tolerance_px: float = 0) -> bool:
+    """Whether the map's maximum falls inside the mask (dilated by ``tolerance_px``, Euclidean).
+
+    The first maximum in row-major order is used when several pixels tie; a constant map has no
+    maximum and counts as a miss; an empty mask is always a miss.
+    """
+    cam, mask = _check_pair(cam, mask)
+    if not mask.any() or not np.isfinite(cam).all() or cam.max() == cam.min():
+        return False
+    r, c = np.unravel_index(int(np.argmax(cam)), cam.shape)
+    if tolerance_px <= 0:
+        return bool(mask[r, c])
+    dist = ndimage.distance_transform_edt(~mask)
+    return bool(dist[r, c] <= tolerance_px)
+
+
+def wilson_ci(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
+    """Wilson score interval of a proportion k/n; (NaN, NaN) when n = 0."""
+    if n == 0:
+        return float("nan"), float("nan")
+    z = sstats.norm.ppf(1 - alpha / 2)
+    p = k / n
+    den = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def cam_validation_table(cams: np.ndarray, masks: np.ndarray, correct: ArrayLike,
+                         tolerance_px: float = 0, alpha: float = 0.05, n_boot: int = 1000,
+                         seed: int = 0) -> pd.DataFrame:
+    """Energy-inside and pointing-game hit rate of correct / misclassified / all cases.
+
+    Columns: ``n``, ``energy_inside`` (mean) and ``energy_inside_sd``, ``chance_energy`` (mean
+    mask area fraction: the energy inside, and the hit rate, a map without information would
+    get), ``energy_lift`` (energy_inside / chance_energy) with its bootstrap
+    ``lift_low``/``lift_high``, ``hit_rate`` with its Wilson ``hit_low``/``hit_high``. Cases
+    with an empty mask are left out (``n`` counts the rest). A map with no positive value
+    (``n_flat_maps``) has no energy to place: it is left out of the energy, chance and lift
+    columns (point estimate and bootstrap alike) and counts as a miss in the pointing game.
+    """
+    cams, masks = np.asarray(cams), np.asarray(masks).astype(bool)
+    correct = np.asarray(correct).astype(bool).ravel()
+    if not (cams.shape == masks.shape and cams.ndim == 3 and correct.shape[0] == cams.shape[0]):
+        raise ValueError(f"cams {cams.shape}, masks {masks.shape} and correct {correct.shape} "
+                         "do not match")
+    keep = masks.reshape(len(masks), -1).any(axis=1)
+    energy = np.array([cam_energy_inside(c, m) if k else np.nan
+                       for c, m, k in zip(cams, masks, keep)])
+    hit = np.array([pointing_game_hit(c, m, tolerance_px) for c, m in zip(cams, masks)])
+    area = masks.reshape(len(masks), -1).mean(axis=1)
+    rows = []
+    for name, sel in (("correct", correct), ("misclassified", ~correct),
+                      ("all", np.ones_like(correct))):
+        sel = sel & keep
+        k, n = int(hit[sel].sum()), int(sel.sum())
+        valid = sel & np.isfinite(energy)
+        e = energy[valid]
+        low, high = wilson_ci(k, n, alpha)
+        chance = float(area[valid].mean()) if e.size else np.nan
+        mean_e = float(e.mean()) if e.size else np.nan
+        lift_low = lift_high = np.nan
+        if e.size > 1:
+            idx = np.flatnonzero(valid)
+            rng = np.random.default_rng(seed)
+            draws = idx[rng.integers(0, idx.size, size=(n_boot, idx.size))]
+            reps = energy[draws].mean(axis=1) / area[draws].mean(axis=1)
+            lift_low, lift_high = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
+        rows.append({"group": name, "n": n, "n_flat_maps": n - int(e.size),
+                     "energy_inside": mean_e,
+                     "energy_inside_sd": float(e.std(ddof=1)) if e.size > 1 else np.nan,
+                     "chance_energy": chance,
+                     "energy_lift": mean_e / chance if n and chance > 0 else np.nan,
+                     "lift_low": float(lift_low), "lift_high": float(lift_high),
+                     "hit_rate": k / n if n else np.nan, "hit_low": low, "hit_high": high})
+    return pd.DataFrame(rows).set_index("group")
+
+
+# --------------------------------------------------------------------------- randomisation
+
+
+def randomise_encoder(model: nn.Module, seed: int = 0) -> nn.Module:
+    """A deep copy of ``model`` whose image encoder has freshly initialised weights.
+
+    Every encoder module with ``reset_parameters()`` is reset (BatchNorm also resets its running
+    statistics); parameters held by modules without it (ViT position embeddings and class token,
+    ConvNeXt layer scales, Swin relative-position tables) are redrawn from N(0, 0.02²). The
+    fusion/classification head keeps its trained weights. Drawn from torch seed
+    ``7_919_000 + seed`` in a forked RNG (the global RNG state is left unchanged).
+    """
+    rand = copy.deepcopy(model)
+    enc = _image_encoder(rand)
+    # an offset seed: re-seeding with the seed the model was built with would redraw its
+    # initial weights exactly; fork_rng leaves the caller's global RNG state as it was
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(_RANDOMISE_SEED_OFFSET + seed)
+        for m in enc.modules():
+            if hasattr(m, "reset_parameters") and callable(m.reset_parameters):
+                m.reset_parameters()
+            else:
+                for p in m.parameters(recurse=False):
+                    nn.init.trunc_normal_(p, std=0.02)
+    return rand
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.ravel(a), np.ravel(b)
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(sstats.spearmanr(a, b).statistic)
+
+
+def randomisation_check(model: nn.Module, images: ArrayLike, clinical: ArrayLike | None = None,
+                        method: str = "gradcam++", batch_size: int = 32, seed: int = 0,
+                        **cam_kwargs) -> dict:
+    """Model-parameter randomisation test (Adebayo et al., 2018) for the image encoder.
+
+    CAMs of the trained model are compared with those of :func:`randomise_encoder` (same head,
+    re-initialised encoder) by the Spearman rank correlation of each pair of flattened maps.
+    Low correlation means the maps depend on the learned weights; a high one that they reflect
+    the architecture or the input (e.g. edges) rather than what the model learned.
+
+    Returns ``spearman`` (per image; NaN where a map is constant), ``spearman_mean``,
+    ``spearman_median``, ``abs_spearman_mean``, ``n_constant`` and both sets of maps
+    (``cams_trained``, ``cams_random``).
+    """
+    cams_t = compute_cams(model, images, clinical, method=method, batch_size=batch_size,
+                          **cam_kwargs)
+    rand = randomise_encoder(model, seed=seed)
+    if "layers" in cam_kwargs:  # the same layers, looked up in the copy by name
+        names = {id(m): n for n, m in model.named_modules()}
+        lookup = dict(rand.named_modules())
+        cam_kwargs = dict(cam_kwargs, layers=[lookup[names[id(m)]] for m in cam_kwargs["layers"]])
+    cams_r = compute_cams(rand, images, clinical, method=method, batch_size=batch_size,
+                          **cam_kwargs)
+    rho = np.array([_spearman(a, b) for a, b in zip(cams_t, cams_r)])
+    valid = rho[np.isfinite(rho)]
+    return {
+        "spearman": rho,
+        "spearman_mean": float(valid.mean()) if valid.size else float("nan"),
+        "spearman_median": float(np.median(valid)) if valid.size else float("nan"),
+        "abs_spearman_mean": float(np.abs(valid).mean()) if valid.size else float("nan"),
+        "n_constant": int((~np.isfinite(rho)).sum()),
+        "cams_trained": cams_t,
+        "cams_random": cams_r,
+    }
+
+
+# --------------------------------------------------------------------------- modality contribution
+
+
+def _four_way_logits(model: nn.Module, images: ArrayLike, clinical: ArrayLike | None,
+                     image_baseline: ArrayLike, clinical_baseline: ArrayLike | None,
+                     batch_size: int
+                     ) -> dict[str, np.ndarray]:
+    """Logits with (image, clinical) each real or replaced by its baseline, per subject."""
+    x = _as_images(images)
+    n = x.shape[0]
+    bi = _as_images(torch.as_tensor(np.asarray(image_baseline), dtype=torch.float32)
+                    .reshape(1, -1, *x.shape[-2:]))
+    if bi.shape[1:] != x.shape[1:]:
+        raise ValueError(f"image baseline {tuple(bi.shape[1:])} does not match the images "
+                         f"{tuple(x.shape[1:])}")
+    bi = bi.expand(n, -1, -1, -1)
+    c = bc = None  # an image-only model takes no clinical input
+    if clinical is not None:
+        c = _as_clinical(clinical, n).expand(n, -1)
+        bc = _as_clinical(clinical_baseline).reshape(1, -1).expand(n, -1)
+        if bc.shape[1] != c.shape[1]:
+            raise ValueError(f"clinical baseline has {bc.shape[1]} columns, clinical {c.shape[1]}")
+    inputs = {"full": (x, c), "no_image": (bi, c), "no_clinical": (x, bc), "baseline": (bi, bc)}
+    return {k: predict_logits(model, xi, ci, batch_size).numpy().astype(float)
+            for k, (xi, ci) in inputs.items()}
+
+
+def modality_shapley(model: nn.Module, image: ArrayLike, clinical: ArrayLike | None,
+                     image_baseline: ArrayLike, clinical_baseline: ArrayLike | None,
+                     scale: str = "probability", batch_size: int = 64) -> pd.DataFrame:
+    """Exact two-player Shapley values of the image and the clinical input, per subject.
+
+    With f on the chosen ``scale`` (``"probability"``, recommended: the sigmoid of the logit,
+    or ``"logit"``) and a missing modality replaced by its baseline B:
+
+        phi_image    = ½[(f(I, C) − f(B_I, C)) + (f(I, B_C) − f(B_I, B_C))]
+        phi_clinical = ½[(f(I, C) − f(I, B_C)) + (f(B_I, C) − f(B_I, B_C))]
+
+    and phi_image + phi_clinical = f(I, C) − f(B_I, B_C) exactly (``clinical=None`` for an
+    image-only model gives phi_clinical = 0). Baselines: the training
+    fold's mean image (H, W) and mean clinical vector (F,) after preprocessing (for standardised
+    continuous columns about 0, for indicator columns the training prevalences), so a subject
+    is compared with the "average" training input of that fold.
+
+    Returns a DataFrame (one row per subject) with ``f_full``, ``f_no_image``,
+    ``f_no_clinical``, ``f_baseline``, ``phi_image``, ``phi_clinical``.
+    """
+    if scale not in ("probability", "logit"):
+        raise ValueError("scale must be 'probability' or 'logit'")
+    z = _four_way_logits(model, image, clinical, image_baseline, clinical_baseline, batch_size)
+    f = {k: special.expit(v) if scale == "probability" else v for k, v in z.items()}
+    phi_img = 0.5 * ((f["full"] - f["no_image"]) + (f["no_clinical"] - f["baseline"]))
+    phi_clin = 0.5 * ((f["full"] - f["no_clinical"]) + (f["no_image"] - f["baseline"]))
+    return pd.DataFrame({"f_full": f["full"], "f_no_image": f["no_image"],
+                         "f_no_clinical": f["no_clinical"], "f_baseline": f["baseline"],
+                         "phi_image": phi_img, "phi_clinical": phi_clin})
+
+
+def image_share(phi_img: ArrayLike, phi_clin: ArrayLike) -> float:
+    """Σ|phi_image| / (Σ|phi_image| + Σ|phi_clinical|): the image's share of the attribution."""
+    a = np.abs(np.asarray(phi_img, dtype=float)).sum()
+    b = np.abs(np.asarray(phi_clin, dtype=float)).sum()
+    return float(a / (a + b)) if a + b > 0 else float("nan")
+
+
+def image_share_ci(phi_img: ArrayLike, phi_clin: ArrayLike, groups: ArrayLike | None = None,
+                   n_boot: int = 2000, seed: int = 0, alpha: float = 0.05) -> dict:
+    """Percentile bootstrap CI of :func:`image_share`, resampling whole subjects (``groups``).
+
+    Uses the cluster resampling of :mod:`phyllodes.stats`. Returns ``estimate``, ``low``,
+    ``high``, ``se`` and ``n_boot_valid``.
+    """
+    a = np.abs(np.asarray(phi_img, dtype=float).ravel())
+    b = np.abs(np.asarray(phi_clin, dtype=float).ravel())
+    if a.shape != b.shape:
+        raise ValueError("phi_img and phi_clin must have the same length")
+    counts = bootstrap_row_counts(cluster_codes(groups, a.shape[0]), n_boot, seed)
+    sa, sb = counts @ a, counts @ b
+    with np.errstate(invalid="ignore", divide="ignore"):
+        reps = sa / (sa + sb)
+    valid = reps[np.isfinite(reps)]
+    low, high = (np.quantile(valid, [alpha / 2, 1 - alpha / 2]) if valid.size
+                 else (np.nan, np.nan))
+    return {"estimate": image_share(a, b), "low": float(low), "high": float(high),
+            "se": float(valid.std(ddof=1)) if valid.size > 1 else float("nan"),
+            "n_boot_valid": int(valid.size)}
+
+
+def modality_ablation_auc(model: nn.Module, images: ArrayLike, clinical: ArrayLike | None,
+                          y: ArrayLike, image_baseline: ArrayLike,
+                          clinical_baseline: ArrayLike | None,
+                          batch_size: int = 64) -> dict:
+    """AUC with both inputs, with the image replaced by its baseline, and with clinical replaced.
+
+    Returns ``auc_both``, ``auc_no_image``, ``auc_no_clinical``, the drops ``drop_image`` =
+    auc_both − auc_no_image and ``drop_clinical``, and ``image_share`` = drop_image /
+    (drop_image + drop_clinical). That share is an independent, cruder estimate than the
+    Shapley one: it can be unstable (small denominators), fall outside [0, 1] when a drop is
+    negative, and is NaN when the denominator is ≤ 0. With a modality at its baseline every
+    subject gets the same value for it, so a one-input model without signal scores AUC 0.5.
+    """
+    z = _four_way_logits(model, images, clinical, image_baseline, clinical_baseline, batch_size)
+    y = np.asarray(y).astype(int).ravel()
+    auc = {k: float(roc_auc_score(y, z[k])) for k in ("full", "no_image", "no_clinical")}
+    d_img, d_clin = auc["full"] - auc["no_image"], auc["full"] - auc["no_clinical"]
+    den = d_img + d_clin
+    return {"auc_both": auc["full"], "auc_no_image": auc["no_image"],
+            "auc_no_clinical": auc["no_clinical"], "drop_image": d_img, "drop_clinical": d_clin,
+            "image_share": float(d_img / den) if den > 0 else float("nan")}
+
+
+# --------------------------------------------------------------------------- clinical features
+
+
+def permutation_importance_oof(predict_fn: Callable[[np.ndarray], np.ndarray], X_clin: ArrayLike,
+                               y: ArrayLike, feature_groups: Mapping[str, Sequence[int]],
+                               n_repeats: int = 20, seed: int = 0) -> pd.DataFrame:
+    """Grouped permutation importance: AUC drop when a feature's columns are permuted together.
+
+    ``predict_fn`` maps a clinical matrix (N, F) to positive-class probabilities (the caller
+    closes over the images and, for out-of-fold use, applies each fold's model to its own test
+    rows). All columns of a group (e.g. a one-hot block, or a value and its missing indicator)
+    get the same row permutation. Returns one row per feature, sorted by ``auc_drop_mean``:
+    ``feature``, ``n_columns``, ``auc_drop_mean``, ``auc_drop_sd`` (ddof=1 over repeats),
+    ``baseline_auc``.
+    """
+    X = np.asarray(X_clin, dtype=float)
+    y = np.asarray(y).astype(int).ravel()
+    base = float(roc_auc_score(y, np.asarray(predict_fn(X)).ravel()))
+    rng = np.random.default_rng(seed)
+    rows = []
+    for name, cols in feature_groups.items():
+        cols = list(cols)
+        drops = []
+        for _ in range(n_repeats):
+            Xp = X.copy()
+            Xp[:, cols] = X[rng.permutation(X.shape[0])][:, cols]
+            drops.append(base - float(roc_auc_score(y, np.asarray(predict_fn(Xp)).ravel())))
+        drops = np.asarray(drops)
+        rows.append({"feature": name, "n_columns": len(cols), "auc_drop_mean": drops.mean(),
+                     "auc_drop_sd": drops.std(ddof=1) if drops.size > 1 else np.nan,
+                     "baseline_auc": base})
+    return (pd.DataFrame(rows).sort_values("auc_drop_mean", ascending=False)
+            .reset_index(drop=True))

@@ -1,0 +1,111 @@
+"""The paper artifact map: each table and figure, the notebook that makes it, its files and
+the function that builds it. README.md's map, the HTML report and the tests read it from here.
+
+Output paths are relative to the output root with ``{c}`` for the cohort name; ``{k}`` and
+``{s}`` (folds, seed) appear only in the splits file.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One paper artifact: what it is, where it comes from and which files hold it."""
+
+    name: str                   #: e.g. "Table 3: clinical vs image vs multimodal"
+    notebook: str               #: e.g. "03_multimodal_training"
+    tables: tuple[str, ...] = ()   #: stems under tables/<cohort>/ (.csv, .md, .tex)
+    figures: tuple[str, ...] = ()  #: stems under figures/<cohort>/ (.png, .pdf)
+    built_by: tuple[str, ...] = ()  #: "module.function" of the builders
+    needs_clinical: bool = False  #: only for cohorts with clinical features
+
+    def files(self, cohort: str) -> list[str]:
+        """Every file of the artifact, relative to the output root."""
+        out = [f"tables/{cohort}/{t}.{e}" for t in self.tables for e in ("csv", "md", "tex")]
+        return out + [f"figures/{cohort}/{f}.{e}" for f in self.figures for e in ("png", "pdf")]
+
+
+ARTIFACTS: tuple[Artifact, ...] = (
+    Artifact("Table 1: cohort characteristics", "01_data_curation", ("table1_cohort",),
+             built_by=("report.tables.table1_cohort",)),
+    Artifact("Figure 1: example images with ROI, classes, folds", "01_data_curation",
+             figures=("fig1_examples", "fig1b_balance_folds"),
+             built_by=("report.figures.fig1_examples", "report.figures.fig1b_balance_folds")),
+    Artifact("subject-stratified folds", "01_data_curation",
+             built_by=("data.splits.make_splits",)),
+    Artifact("unimodal baselines (clinical MLP, LR, RF, GB; image fine-tuned, image linear "
+             "probe)", "02_unimodal_baselines",
+             ("table_unimodal_baselines", "table_unimodal_baselines_inner_threshold",
+              "table_unimodal_baselines_tests"),
+             ("fig_roc_unimodal",), ("report.tables.model_comparison", "report.tables.paired_auc_tests",
+                                     "report.figures.roc_curves")),
+    Artifact("Table 3: clinical vs image vs multimodal, beside the simple baselines",
+             "03_multimodal_training",
+             ("table3_modality_comparison", "table3b_modality_tests"),
+             built_by=("report.tables.modality_comparison", "report.tables.table3_modality_comparison",
+                       "report.tables.paired_auc_tests"), needs_clinical=True),
+    Artifact("Table 3 with every clinical column (sensitivity analysis)",
+             "03_multimodal_training",
+             ("table3c_modality_comparison_all", "table3d_modality_tests_all"),
+             built_by=("report.tables.modality_comparison", "report.tables.table3_modality_comparison",
+                       "report.tables.paired_auc_tests"), needs_clinical=True),
+    Artifact("Figure 2: ROC of the three modalities", "03_multimodal_training",
+             figures=("fig2_roc_modalities",), built_by=("report.figures.roc_curves",),
+             needs_clinical=True),
+    Artifact("fusion variants (concat, late, gated)", "03_multimodal_training",
+             ("table_fusion_variants", "table_fusion_variants_tests"),
+             built_by=("report.tables.model_comparison", "report.tables.paired_auc_tests"),
+             needs_clinical=True),
+    Artifact("Table 2: encoder comparison", "04_encoder_comparison",
+             ("table2_encoder_comparison", "table2b_encoder_tests"),
+             ("fig4_encoder_forest", "fig4b_roc_encoders"),
+             ("report.tables.table2_encoder_comparison", "report.tables.paired_auc_tests",
+              "report.figures.forest_plot", "report.figures.roc_curves")),
+    Artifact("calibration", "04_encoder_comparison", ("table4_calibration",),
+             ("fig5_calibration",), ("report.tables.table4_calibration", "report.figures.fig5_calibration")),
+    Artifact("clinical utility", "04_encoder_comparison", ("table5_operating_point",),
+             ("fig6_decision_curves",),
+             ("report.tables.table5_operating_point", "report.figures.fig6_decision_curves")),
+    Artifact("Figure 3: Score-CAM", "05_explainability", ("table6_cam_validation",),
+             ("fig3_scorecam",), ("report.figures.fig3_scorecam", "explain.folds.table6_cam_validation")),
+    Artifact("image share of the prediction (~63%)", "05_explainability",
+             ("table7_modality_share",), ("fig7_modality_share",),
+             ("report.tables.table7_modality_share", "report.figures.fig7_modality_share"),
+             needs_clinical=True),
+    Artifact("clinical feature importance", "05_explainability",
+             ("table8_clinical_importance",), ("fig8_clinical_importance",),
+             ("report.tables.table8_clinical_importance", "report.figures.fig8_clinical_importance"),
+             needs_clinical=True),
+    Artifact("how the image recipe was chosen (ablation, folds of another seed)",
+             "06_image_recipe", ("table9_image_recipe_ablation",), ("fig9_recipe_ablation",),
+             ("report.tables.table9_recipe_ablation", "report.figures.forest_plot")),
+    Artifact("the multimodal recipe against its alternatives (folds of another seed)",
+             "06_image_recipe", ("table9b_multimodal_recipe_ablation",),
+             built_by=("report.tables.table9b_multimodal_recipe_ablation",
+                       "report.tables.table9_recipe_ablation"), needs_clinical=True),
+)
+
+SPLITS_FILE = "tables/{c}/splits_{k}fold_seed{s}.csv"
+
+
+def builder(qualified: str):
+    """The function a ``built_by`` entry names (``module.function`` inside phyllodes)."""
+    module, func = qualified.rsplit(".", 1)
+    return getattr(importlib.import_module(f"phyllodes.{module}"), func)
+
+
+def artifact_map_markdown() -> str:
+    """README.md's table: paper artifact → notebook → output files → built by."""
+    rows = ["| paper artifact | notebook | output (for cohort `<c>`) | built by |",
+            "| --- | --- | --- | --- |"]
+    for a in ARTIFACTS:
+        outs = [f"`tables/<c>/{t}.{{csv,md,tex}}`" for t in a.tables]
+        outs += [f"`figures/<c>/{f}.{{png,pdf}}`" for f in a.figures]
+        if a.name == "subject-stratified folds":
+            outs = ["`tables/<c>/splits_<k>fold_seed<s>.csv` (editable, reused)"]
+        built = ", ".join(f"`{b}`" for b in a.built_by)
+        rows.append(f"| {a.name} | `{a.notebook}` | {', '.join(outs)} | {built} |")
+    return "\n".join(rows)

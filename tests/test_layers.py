@@ -1,0 +1,51 @@
+"""The package's layers (pyproject.toml [tool.importlinter]): kept, and a broken one is caught."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from phyllodes import paths
+
+LINT = Path(sys.executable).parent / "lint-imports"
+
+
+def _lint(root: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    return subprocess.run([str(LINT), "--no-cache", "--config", str(root / "pyproject.toml")],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def linter():
+    if not LINT.exists():
+        pytest.skip("import-linter is not installed (pip install -r requirements-test.txt)")
+    return _lint
+
+
+def test_the_package_keeps_its_layers(linter):
+    r = linter(paths.ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("KEPT") >= 4 and "BROKEN" not in r.stdout
+
+
+@pytest.mark.parametrize("module, line, contract", [
+    ("report/style.py", "from phyllodes.train import runs  # noqa", "report reads results"),
+    ("data/splits.py", "from phyllodes.models import network  # noqa", "layers"),
+])
+def test_an_import_against_the_layers_is_caught(linter, tmp_path, module, line, contract):
+    shutil.copytree(paths.ROOT / "phyllodes", tmp_path / "phyllodes",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(paths.ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    f = tmp_path / "phyllodes" / module
+    f.write_text(f.read_text() + "\n" + line + "\n")
+    r = linter(tmp_path)
+    assert r.returncode != 0 and "BROKEN" in r.stdout
+    broken = r.stdout.split("Broken contracts")[-1]
+    assert contract in broken
+    assert f"phyllodes.{module[:-3].replace('/', '.')} -> " in broken
