@@ -513,3 +513,225 @@ def test_a_cohort_without_clinical_features(cohort_copy):
     from phyllodes.data.clinical import ClinicalEncoder
     assert ClinicalEncoder(c).fit(c.subjects["subject_id"][:10]).transform_images(
         c.images).shape == (len(c.images), 0)
+
+
+# --------------------------------------------------------------------------- silent changes
+
+
+def test_a_yaml_key_written_twice_is_an_error(cohort_copy):
+    text = (cohort_copy / "cohort.yaml").read_text()
+    (cohort_copy / "cohort.yaml").write_text(
+        text + "numeric_features: [age]\ncategories:\n  race: [a]\n  race: [b]\n")
+    problems = _problems(cohort_copy)
+    n = len(text.splitlines())
+    first = next(i + 1 for i, line in enumerate(text.splitlines())
+                 if line.startswith("numeric_features"))
+    p = _one(problems, "key 'numeric_features' is written twice", f"lines {first} and {n + 1}")
+    assert p.startswith(f"{cohort_copy / 'cohort.yaml'} line {n + 1}:")
+    _one(problems, "key 'race' is written twice", f"lines {n + 3} and {n + 4}")  # nested
+
+
+def test_exclude_rules_that_remove_every_row(cohort_copy):
+    _yaml(cohort_copy, exclude=[{"column": "label", "values": ["benign", "borderline",
+                                                               "malignant"], "reason": "typo"}])
+    report = validate_cohort(cohort_copy, folds=5)
+    assert not report.ok and report.cohort is None and "OK:" not in report.text()
+    _one([str(p) for p in report.problems], "cohort.yaml", "exclude rules remove every row")
+
+
+def test_a_column_nobody_uses_is_noted(cohort_copy):
+    df = _frame(cohort_copy)
+    df["tumour_grade_notes"] = "x"
+    _save(cohort_copy, df)
+    report = validate_cohort(cohort_copy)
+    assert report.ok
+    note = _one(report.notes, "column 'tumour_grade_notes': not used")
+    assert "unused_columns" in note and note in report.text()
+    assert not any("column 'age'" in n for n in report.notes)  # declared columns are used
+    _yaml(cohort_copy, unused_columns=["tumour_grade_notes"])
+    assert not any("not used" in n for n in validate_cohort(cohort_copy).notes)
+
+
+# --------------------------------------------------------------------------- limits
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height pixels (with one tiny, wrong IDAT)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+def test_an_image_declaring_a_huge_size_is_a_problem_of_its_row(cohort_copy):
+    from phyllodes.data.contract import MAX_IMAGE_PIXELS
+    df = _frame(cohort_copy)
+    (cohort_copy / df.loc[2, "image_path"]).write_bytes(_png_header(30000, 30000))
+    (cohort_copy / df.loc[5, "image_path"]).write_bytes(_png_header(12000, 9000))  # warning
+    df.loc[7, "label"] = "weird"
+    _save(cohort_copy, df)
+    problems = _problems(cohort_copy)
+    p = _one(problems, "cohort.csv line 4, column 'image_path'", "900,000,000 pixels")
+    assert f"limit of {MAX_IMAGE_PIXELS:,} pixels" in p
+    _one(problems, "cohort.csv line 7, column 'image_path'", "108,000,000 pixels")
+    _one(problems, "unknown label 'weird'")  # the other problems are still reported
+
+
+def test_a_cell_longer_than_the_csv_field_limit(cohort_copy):
+    df = _frame(cohort_copy)
+    df.loc[3, "race"] = "x" * 200_000
+    _save(cohort_copy, df)
+    problems = _problems(cohort_copy)
+    assert len(problems) == 1
+    assert "longer than 131,072 characters" in _one(problems, "cohort.csv line 5")
+
+
+# --------------------------------------------------------------------------- Unicode
+
+
+def _nfd(s: str) -> str:
+    import unicodedata
+    return unicodedata.normalize("NFD", s)
+
+
+def test_nfc_and_nfd_spellings_are_one_value(cohort_copy):
+    df = _frame(cohort_copy)
+    sid = df["subject_id"][df["subject_id"].duplicated()].iloc[0]
+    rows = df.index[df["subject_id"] == sid]
+    n = df["subject_id"].nunique()
+    df.loc[rows[0], "subject_id"] = "Jos\u00e9-1"           # NFC
+    df.loc[rows[1:], "subject_id"] = _nfd("Jos\u00e9-1")    # NFD: the same id
+    df.loc[df["race"] == df.loc[0, "race"], "race"] = "Caf\u00e9"
+    df.loc[0, "race"] = _nfd("Caf\u00e9")
+    _save(cohort_copy, df)
+    report = validate_cohort(cohort_copy)
+    assert report.ok, report.text()
+    images = report.cohort.images
+    assert images["subject_id"].nunique() == n and "Jos\u00e9-1" in set(images["subject_id"])
+    assert images.loc[images["race"].notna(), "race"].str.startswith("Caf").sum() == \
+        (images["race"] == "Caf\u00e9").sum()
+    _one(report.notes, "column 'subject_id'", "NFC")
+
+
+def test_invisible_characters_in_categorical_values(cohort_copy):
+    df = _frame(cohort_copy)
+    sid = df.loc[df["echogenicity"] == "hypoechoic", "subject_id"].iloc[0]
+    df.loc[df["subject_id"] == sid, "echogenicity"] = "hypo\u200bechoic"
+    _save(cohort_copy, df)
+    p = _one(_problems(cohort_copy), "column 'echogenicity'", "invisible")
+    assert "U+200B ZERO WIDTH SPACE" in p
+
+
+def test_a_file_on_disk_under_the_nfd_spelling_is_found(cohort_copy):
+    df = _frame(cohort_copy)
+    old = cohort_copy / df.loc[0, "image_path"]
+    new = old.with_name(_nfd("\u00e9cho_") + old.name)
+    old.rename(new)
+    df.loc[0, "image_path"] = str(old.with_name("\u00e9cho_" + old.name)
+                                  .relative_to(cohort_copy))   # the CSV spells it NFC
+    _save(cohort_copy, df)
+    report = validate_cohort(cohort_copy)
+    assert report.ok, report.text()
+    _one(report.notes, "differs only in Unicode normalisation")
+    assert report.cohort.images.loc[0, "image_abspath"] == str(new)
+
+
+# --------------------------------------------------------------------------- images as shown
+
+
+def test_exif_orientation_is_applied_and_noted(cohort_copy):
+    from phyllodes.data.imageio import read_gray8
+    df = _frame(cohort_copy)
+    p = cohort_copy / df.loc[0, "image_path"]
+    stored = np.asarray(Image.open(p))[:32, :]              # 48 wide, 32 high as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6                                        # a viewer rotates it 90° clockwise
+    Image.fromarray(stored).save(p, exif=exif)
+    df.loc[0, "mask_path"] = ""
+    df.loc[0, ["roi_x0", "roi_y0", "roi_x1", "roi_y1"]] = ["0", "0", "30", "46"]  # upright only
+    _save(cohort_copy, df)
+    report = validate_cohort(cohort_copy)
+    assert report.ok, report.text()
+    _one(report.notes, "EXIF orientation", "line 2")
+    assert (read_gray8(p) == np.rot90(stored, -1)).all()
+    plain = cohort_copy / df.loc[1, "image_path"]          # no EXIF: decoded as stored
+    assert (read_gray8(plain) == np.asarray(Image.open(plain))).all()
+
+
+def test_transparency_and_conversions_to_gray_are_noted(cohort_copy):
+    df = _frame(cohort_copy)
+    p0, p1 = (cohort_copy / df.loc[i, "image_path"] for i in (0, 1))
+    g = np.asarray(Image.open(p0))
+    alpha = np.full_like(g, 255)
+    alpha[:5] = 0
+    Image.fromarray(np.dstack([g, g, g, alpha])).save(p0)                    # RGBA
+    Image.open(p1).convert("RGB").convert("P", palette=Image.ADAPTIVE).save(p1)  # palette
+    report = validate_cohort(cohort_copy)
+    assert report.ok, report.text()
+    _one(report.notes, "1 image(s) have transparent pixels", "line 2")
+    _one(report.notes, "2 image(s) converted to 8-bit gray", "colour (RGBA): 1", "palette: 1")
+
+
+def test_blank_and_nan_images(cohort_copy):
+    df = _frame(cohort_copy)
+    p0 = cohort_copy / df.loc[0, "image_path"]
+    Image.fromarray(np.full((48, 48), 17, dtype=np.uint8)).save(p0)
+    a = np.random.default_rng(0).random((48, 48)).astype(np.float32)
+    a[3, 4] = np.nan
+    tif = (cohort_copy / df.loc[1, "image_path"]).with_suffix(".tif")
+    Image.fromarray(a).save(tif)
+    df.loc[1, "image_path"] = str(tif.relative_to(cohort_copy))
+    _save(cohort_copy, df)
+    problems = _problems(cohort_copy)
+    assert "gray value (17)" in _one(problems, "line 2, column 'image_path'", "is blank")
+    _one(problems, "line 3, column 'image_path'", "1 NaN")
+
+
+def test_masks_that_cannot_be_right(cohort_copy):
+    from scipy import ndimage
+    df = _frame(cohort_copy)
+    rows = df.index[df["mask_path"] != ""][:4]
+    fg = [np.asarray(Image.open(cohort_copy / df.loc[i, "mask_path"])) > 127 for i in rows]
+    df.loc[rows[0], "mask_path"] = df.loc[rows[0], "image_path"]       # the image itself
+    labels = fg[1].astype(np.uint8)
+    cols = np.nonzero(fg[1].any(axis=0))[0]
+    labels[:, : (cols[0] + cols[-1]) // 2][fg[1][:, : (cols[0] + cols[-1]) // 2]] = 2
+    Image.fromarray(labels).save(cohort_copy / df.loc[rows[1], "mask_path"])  # 0/1/2
+    outline = fg[2] & ~ndimage.binary_erosion(fg[2])
+    Image.fromarray(outline.astype(np.uint8) * 255).save(cohort_copy / df.loc[rows[2], "mask_path"])
+    zero = np.zeros_like(fg[3], dtype=np.uint8)
+    Image.fromarray(np.dstack([zero, zero, zero, fg[3].astype(np.uint8) * 255])).save(
+        cohort_copy / df.loc[rows[3], "mask_path"])                       # alpha only
+    _save(cohort_copy, df)
+    problems = _problems(cohort_copy)
+    at = [f"line {i + 2}, column 'mask_path'" for i in rows]
+    _one(problems, at[0], "is the image file itself")
+    assert "which label is the lesion" in _one(problems, at[1], "label map (values 0, 1, 2)")
+    assert "fill" in _one(problems, at[2], "only an outline")
+    p = _one(problems, at[3], "alpha channel")
+    assert "is empty" not in p
+
+
+# --------------------------------------------------------------------------- wrong cause
+
+
+def test_an_excel_workbook_saved_as_cohort_csv(cohort_copy):
+    import zipfile
+    with zipfile.ZipFile(cohort_copy / "cohort.csv", "w") as z:
+        z.writestr("xl/workbook.xml", "<workbook/>")
+    problems = _problems(cohort_copy)
+    assert len(problems) == 1
+    assert "an Excel workbook, not a CSV" in problems[0] and "save as CSV UTF-8" in problems[0]
+    assert "UTF-8 text" not in problems[0] and "not UTF-8" not in problems[0]
+
+
+def test_excel_separator_line(cohort_copy):
+    _write(cohort_copy, "sep=,\n" + _csv(cohort_copy))
+    problems = _problems(cohort_copy)
+    assert len(problems) == 1
+    assert "delete line 1 (sep=,)" in _one(problems, "cohort.csv line 1")

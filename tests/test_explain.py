@@ -22,6 +22,7 @@ import torch  # noqa: E402
 from scipy import special  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
+from phyllodes.evaluate import attribution as at  # noqa: E402
 from phyllodes.explain import maps as ex  # noqa: E402
 from phyllodes.models import network as models  # noqa: E402
 from phyllodes.models.network import PhyllodesNet  # noqa: E402
@@ -138,23 +139,23 @@ def test_energy_and_pointing_on_hand_made_maps():
     cam[2, 3], cam[5, 5] = 1.0, 3.0
     mask = np.zeros((10, 10), bool)
     mask[4:7, 4:7] = True
-    assert ex.cam_energy_inside(cam, mask) == pytest.approx(0.75)
-    assert ex.pointing_game_hit(cam, mask)
+    assert at.cam_energy_inside(cam, mask) == pytest.approx(0.75)
+    assert at.pointing_game_hit(cam, mask)
     far = np.zeros((10, 10), bool)
     far[5, 7:9] = True  # max at (5, 5) is 2 px left of this mask
-    assert not ex.pointing_game_hit(cam, far)
-    assert not ex.pointing_game_hit(cam, far, tolerance_px=1.5)
-    assert ex.pointing_game_hit(cam, far, tolerance_px=2)
+    assert not at.pointing_game_hit(cam, far)
+    assert not at.pointing_game_hit(cam, far, tolerance_px=1.5)
+    assert at.pointing_game_hit(cam, far, tolerance_px=2)
     uniform = np.ones((10, 10))
-    assert ex.cam_energy_inside(uniform, mask) == pytest.approx(mask.mean())
-    assert not ex.pointing_game_hit(uniform, mask)  # a constant map has no maximum
-    assert np.isnan(ex.cam_energy_inside(np.zeros((10, 10)), mask))
+    assert at.cam_energy_inside(uniform, mask) == pytest.approx(mask.mean())
+    assert not at.pointing_game_hit(uniform, mask)  # a constant map has no maximum
+    assert np.isnan(at.cam_energy_inside(np.zeros((10, 10)), mask))
     with pytest.raises(ValueError):
-        ex.cam_energy_inside(cam, mask[:5])
+        at.cam_energy_inside(cam, mask[:5])
 
 
 def test_wilson_and_validation_table():
-    lo, hi = ex.wilson_ci(8, 10)
+    lo, hi = at.wilson_ci(8, 10)
     assert (lo, hi) == pytest.approx((0.4902, 0.9433), abs=1e-4)
     cams = np.zeros((4, 8, 8))
     masks = np.zeros((4, 8, 8), bool)
@@ -164,7 +165,7 @@ def test_wilson_and_validation_table():
     cams[2, 6, 6] = 1.0                        # misclassified, energy 0, miss
     cams[3, 3, 3] = 1.0                        # misclassified, empty mask -> left out
     masks[3] = False
-    t = ex.cam_validation_table(cams, masks, correct=[True, True, False, False])
+    t = at.cam_validation_table(cams, masks, correct=[True, True, False, False])
     assert t.loc["correct", "n"] == 2 and t.loc["misclassified", "n"] == 1
     assert t.loc["all", "n"] == 3
     assert t.loc["correct", "energy_inside"] == pytest.approx(0.625)
@@ -173,7 +174,7 @@ def test_wilson_and_validation_table():
     assert t.loc["all", "chance_energy"] == pytest.approx(4 / 64)
     assert t.loc["correct", "energy_lift"] == pytest.approx(0.625 / (4 / 64))
     assert (t.loc["correct", "hit_low"], t.loc["correct", "hit_high"]) == \
-        pytest.approx(ex.wilson_ci(1, 2))
+        pytest.approx(at.wilson_ci(1, 2))
 
 
 def test_flat_maps_are_counted_and_left_out_of_energy_and_its_ci():
@@ -186,15 +187,15 @@ def test_flat_maps_are_counted_and_left_out_of_energy_and_its_ci():
     masks[:, 2:6, 2:6] = True  # area 16/64
     masks[5, :, :4] = True     # another area for the flat map: must not enter the chance
     cams[5] = 0.0              # flat
-    t = ex.cam_validation_table(cams, masks, correct=np.ones(6, bool), n_boot=200)
+    t = at.cam_validation_table(cams, masks, correct=np.ones(6, bool), n_boot=200)
     row = t.loc["all"]
     assert row["n"] == 6 and row["n_flat_maps"] == 1
-    e = [ex.cam_energy_inside(c, m) for c, m in zip(cams[:5], masks[:5])]
+    e = [at.cam_energy_inside(c, m) for c, m in zip(cams[:5], masks[:5])]
     assert row["energy_inside"] == pytest.approx(np.mean(e))
     assert row["chance_energy"] == pytest.approx(16 / 64)
     assert np.isfinite(row["lift_low"]) and np.isfinite(row["lift_high"])
     assert row["lift_low"] <= row["energy_lift"] <= row["lift_high"]
-    hits = [ex.pointing_game_hit(c, m) for c, m in zip(cams, masks)]
+    hits = [at.pointing_game_hit(c, m) for c, m in zip(cams, masks)]
     assert not hits[5] and row["hit_rate"] == pytest.approx(np.mean(hits))
 
 
@@ -263,7 +264,7 @@ def test_scorecam_points_at_the_lesion_only_after_training(blob_models):
     for name, model in (("trained", net), ("untrained", untrained)):
         cams = ex.compute_cams(model, x[pos], c[pos], method="scorecam", batch_size=128)
         assert cams.shape == (len(pos), SIZE, SIZE)
-        tables[name] = ex.cam_validation_table(cams, masks[pos], np.ones(len(pos), bool),
+        tables[name] = at.cam_validation_table(cams, masks[pos], np.ones(len(pos), bool),
                                                tolerance_px=2)
     t, u = tables["trained"].loc["all"], tables["untrained"].loc["all"]
     assert t["chance_energy"] == pytest.approx(chance)
@@ -278,7 +279,7 @@ def test_scorecam_points_at_the_lesion_only_after_training(blob_models):
     assert t["energy_inside"] - u["energy_inside"] > 0.5 * chance
     # Grad-CAM++ (the cheap method) also concentrates above chance on the trained model
     cams = ex.compute_cams(net, x[pos], c[pos], method="gradcam++")
-    energy = np.mean([ex.cam_energy_inside(m, k) for m, k in zip(cams, masks[pos])])
+    energy = np.mean([at.cam_energy_inside(m, k) for m, k in zip(cams, masks[pos])])
     assert energy > 1.8 * chance
 
 
@@ -335,7 +336,7 @@ def test_shapley_efficiency_all_fusions(fusion, shapley_inputs):
     np.testing.assert_allclose(df["f_full"], full, atol=1e-6)
     np.testing.assert_allclose(df["phi_image"] + df["phi_clinical"], full - base, atol=1e-6)
     assert df["phi_image"].abs().sum() > 0 and df["phi_clinical"].abs().sum() > 0
-    share = ex.image_share(df["phi_image"], df["phi_clinical"])
+    share = at.image_share(df["phi_image"], df["phi_clinical"])
     assert 0 < share < 1
     lg = ex.modality_shapley(net, x, c, bi, bc, scale="logit")
     np.testing.assert_allclose(lg["phi_image"] + lg["phi_clinical"],
@@ -362,26 +363,26 @@ def test_single_modality_models_get_zero_for_the_unused_input(shapley_inputs):
     clin_only = PhyllodesNet("clinical", N_CLIN, pretrained=False)
     df = ex.modality_shapley(clin_only, x, c, bi, bc)
     assert (df["phi_image"] == 0).all() and df["phi_clinical"].abs().sum() > 0
-    assert ex.image_share(df["phi_image"], df["phi_clinical"]) == 0.0
+    assert at.image_share(df["phi_image"], df["phi_clinical"]) == 0.0
     img_only = make_net("resnet10t", modality="image")
     df = ex.modality_shapley(img_only, x, None, bi, None)
     assert (df["phi_clinical"] == 0).all()
-    assert ex.image_share(df["phi_image"], df["phi_clinical"]) == 1.0
+    assert at.image_share(df["phi_image"], df["phi_clinical"]) == 1.0
 
 
 def test_image_share_and_bootstrap_ci():
-    assert ex.image_share([1, -1], [1, 1]) == pytest.approx(0.5)
-    assert ex.image_share([3, 0], [-1, 0]) == pytest.approx(0.75)
+    assert at.image_share([1, -1], [1, 1]) == pytest.approx(0.5)
+    assert at.image_share([3, 0], [-1, 0]) == pytest.approx(0.75)
     rng = np.random.default_rng(0)
     a, b = rng.normal(0, 2, 60), rng.normal(0, 1, 60)
-    ci = ex.image_share_ci(a, b, n_boot=500, seed=0)
-    assert ci["estimate"] == pytest.approx(ex.image_share(a, b))
+    ci = at.image_share_ci(a, b, n_boot=500, seed=0)
+    assert ci["estimate"] == pytest.approx(at.image_share(a, b))
     assert ci["low"] < ci["estimate"] < ci["high"]
     assert 0.5 < ci["low"] and ci["high"] < 0.85
     assert ci["n_boot_valid"] == 500
     # duplicated rows of one subject: resampling subjects widens nothing artificially narrow
     groups = np.repeat(np.arange(30), 2)
-    ci_g = ex.image_share_ci(a, b, groups=groups, n_boot=500, seed=0)
+    ci_g = at.image_share_ci(a, b, groups=groups, n_boot=500, seed=0)
     assert ci_g["estimate"] == ci["estimate"]
     assert ci_g["low"] != ci["low"]
 

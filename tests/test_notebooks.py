@@ -111,10 +111,16 @@ def test_notebook02_records_unimodal_baselines(smoke_run):
     assert 0 < vp["delong_p"] <= 1 and 0 < vp["bootstrap_p"] <= 1
     tdir = out / "tables" / "breast-lesions-usg"
     tests = pd.read_csv(tdir / "table_unimodal_baselines_tests.csv")
-    assert len(tests) == 1 + 3  # image vs probe; the MLP vs each classical model
+    # image vs probe; the MLP vs each classical model; the reader vs the image model and the LR
+    assert len(tests) == 1 + 3 + 2
     assert tests["comparison"].iloc[0].endswith("linear probe (random init)")
+    reader = "radiologist's BI-RADS category (reader)"
+    assert tests["comparison"].iloc[-1] == f"{reader} vs clinical · logreg"
+    assert rec["reader"] == reader
     t = pd.read_csv(out / "tables" / "breast-lesions-usg" / "table_unimodal_baselines.csv")
-    assert len(t) == 6 and t["auc (pooled, 95% CI)"].str.match(r"0\.\d{3} \[0\.\d{3}, ").all()
+    assert len(t) == 7 and t["auc (pooled, 95% CI)"].str.match(r"0\.\d{3} \[0\.\d{3}, ").all()
+    # the reader's row: its AUC is the BI-RADS category's (0.930 on the 252 lesions)
+    assert t.set_index("model").at[reader, "auc (pooled, 95% CI)"].startswith("0.930")
     assert (out / "figures" / "breast-lesions-usg" / "fig_roc_unimodal.png").exists()
     assert rec["provenance"]["profile"]["name"] == "smoke"
     assert set(rec["provenance"]["code"]) == {"commit", "dirty"}
@@ -142,8 +148,18 @@ def test_notebook03_records_modality_comparison_and_sensitivity(smoke_run):
     md = (tdir / "table3_modality_comparison.md").read_text()
     assert "not the paper's" in md.splitlines()[0] and "'paper': age" in md.splitlines()[0]
     tests = pd.read_csv(tdir / "table3b_modality_tests.csv")
-    # multimodal vs the two branches, three clinical baselines, the probe, the late fusion
-    assert len(tests) == 7 and tests["delong_p"].between(0, 1).all()
+    # multimodal vs the two branches, three clinical baselines, the probe, the late fusion,
+    # the reader
+    assert len(tests) == 8 and tests["delong_p"].between(0, 1).all()
+    assert t3["modality"].iloc[-1] == "reader"
+    # Table 3e: the reader alone, then image and multimodal (both input sets) against it and
+    # combined with it, each on the 252 subjects with a category
+    t3e = pd.read_csv(tdir / "table3e_reader_comparison.csv")
+    assert len(t3e) == 1 + 2 + 2 + 2 and (t3e["n_subjects"] == 252).all()
+    assert t3e["AUC (95% CI)"].iloc[0].startswith("0.930")
+    assert set(t3e["verdict"].iloc[1:]) <= {"better than the reader", "worse than the reader",
+                                            "not distinguishable from the reader"}
+    assert len(rec["reader_comparison"]) == len(t3e)
     assert "linear probe" in rec["verdict"]
     # the sensitivity analysis with every clinical column
     assert set(rec["sensitivity"]) == {"all"}
@@ -174,6 +190,17 @@ def test_notebook04_records_encoders_calibration_and_utility(smoke_run):
             "paper AUC"} <= set(t2.columns)
     for stem in ("fig4_encoder_forest", "fig5_calibration", "fig6_decision_curves"):
         assert (out / "figures" / "breast-lesions-usg" / f"{stem}.png").exists()
+    # the calibration table names the sampler the smoke recipe trains with
+    assert set(cal["probabilities"]) == {"as trained (every image once per epoch, shuffled)",
+                                         "recalibrated on inner validation"}
+    # Table 5b: the reader's three rules, then per model its operating point at the reader's
+    # sensitivity and the two downgrade groups (BI-RADS 4a; 3 or 4a)
+    t5b = pd.read_csv(out / "tables" / "breast-lesions-usg" / "table5b_reader_operating_points.csv")
+    assert t5b["kind"].tolist()[:3] == ["reader's rule"] * 3
+    assert t5b["benign spared"].iloc[0] == 67 and t5b["benign"].iloc[0] == 154
+    assert len(t5b) == 3 + 2 * 3
+    g4a = t5b[t5b["kind"] == "downgrade: radiologist's BI-RADS category 4a"]
+    assert (g4a["subjects"] == 44).all()  # 43 benign and 1 malignant BI-RADS 4a lesions
 
 
 @pytest.mark.slow
@@ -247,7 +274,9 @@ def test_all_notebooks_on_a_hospital_schema_cohort_without_masks_or_roi(tmp_path
     assert {"feature": "side", "level": "image"}.items() <= next(
         f for f in rec1["features"] if f["feature"] == "side").items()
     rec3 = _record(out, "hospital-demo", "nb03_multimodal_training")
-    assert {"clinical", "image", "multimodal"} <= set(rec3["auc"])
+    assert {"clinical", "image", "multimodal", "reader"} <= set(rec3["auc"])
+    # the radiologist's impression per image, aggregated per subject (the highest)
+    assert rec3["reader_comparison"][0]["comparison"].startswith("radiologist's impression")
     rec5 = _record(out, "hospital-demo", "nb05_explainability")
     assert rec5["n_test_images"] == rec1["n_images"]
     assert all("no lesion masks" in v["note"] for v in rec5["cam_validation"])
@@ -278,7 +307,7 @@ def test_all_notebooks_on_an_image_only_cohort(tmp_path):
         for f in a.files("images-only"):
             assert (out / f).exists() != a.needs_clinical, (a.name, f)
     t = pd.read_csv(out / "tables" / "images-only" / "table_unimodal_baselines.csv")
-    assert t["model"].str.startswith("image").all()
+    assert t["model"][~t["model"].str.endswith("(reader)")].str.startswith("image").all()
     assert "skipped" in _record(out, "images-only", "nb03_multimodal_training")
     rec4 = _record(out, "images-only", "nb04_encoder_comparison")
     assert rec4["compared_as"] == "image"
@@ -286,6 +315,9 @@ def test_all_notebooks_on_an_image_only_cohort(tmp_path):
     assert rec5["explained"] == "image" and rec5["image_share"] is None
     executed = (out / "executed" / "smoke" / "03_multimodal_training.ipynb").read_text()
     assert "has no clinical features" in executed
+    # the synthetic cohort's reader still gives the image-only study its reference
+    t = pd.read_csv(out / "tables" / "images-only" / "table_unimodal_baselines.csv")
+    assert "radiologist's impression (reader)" in set(t["model"])
     shutil.rmtree(tmp_path / "c")
 
 

@@ -214,7 +214,8 @@ class ValidationReport:
         for s in self.skipped:
             out.append(f"not checked: {s}")
         if self.notes:
-            out.append("normalised (see data/README.md, 'What the loader normalises'):")
+            out.append("notes: what was normalised or not used (see data/README.md, 'What the "
+                       "loader normalises'):")
             out += [f"  - {n}" for n in self.notes]
         if self.cohort is not None:
             c, s = self.cohort, self.cohort.summary()

@@ -12,7 +12,13 @@ Normalisations (each logged in the report and documented in data/README.md):
 * empty fields beyond the header's last column (trailing commas) are dropped;
 * backslashes in image and mask paths become forward slashes;
 * ROI coordinates written with a zero fraction (``12.0``) are read as integers;
-* a row whose four ROI cells are all empty is used uncropped.
+* a row whose four ROI cells are all empty is used uncropped;
+* every value (subject ids, labels, categories, paths, ...) and the YAML's names and values are
+  compared in Unicode NFC (``é`` as one code point, never ``e`` + a combining accent); a path
+  whose file exists on disk under another normalisation of the same name uses the file's
+  spelling;
+* an image's EXIF orientation is applied (the image as a viewer shows it); colour, palette and
+  CMYK images are converted to gray by luma (a note says how many), transparency is noted.
 
 Rows leave the cohort only through the YAML's ``exclude`` rules, each logged with its count.
 """
@@ -27,6 +33,8 @@ import logging
 import math
 import os
 import re
+import unicodedata
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,7 +44,7 @@ import pandas as pd
 import yaml
 from PIL import Image, UnidentifiedImageError
 
-from phyllodes.data.imageio import mask_array
+from phyllodes.data.imageio import WIDE_MODES, gray8, mask_array, orientation, upright
 from phyllodes.data.references import ReferenceSpec, parse_references, value_problem
 
 log = logging.getLogger(__name__)
@@ -145,6 +153,15 @@ YAML_KEYS = (*TEXT_KEYS, *LIST_KEYS, *MAP_KEYS, "exclude")
 MISSING_LIKE = ("", "na", "n/a", "n.a.", "nan", "null", "none", "nil", "-", "--", "?",
                 "missing", "unknown", "not available", "not applicable", "#n/a", "not known")
 MIN_IMAGE_SIDE = 8
+#: the most pixels an image may declare (Pillow's decompression-bomb limit, about 9459x9459):
+#: a larger header is a corrupt or hostile file, reported instead of decoded
+MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+#: the longest cohort.csv cell (Python's csv field limit)
+MAX_CELL_CHARS = csv.field_size_limit()
+#: control, zero-width and direction characters: invisible, yet they make two values differ
+INVISIBLE = re.compile(r"[\x00-\x1f\x7f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
+#: masks with 3..this many distinct values are label maps (more are anti-aliased edges)
+MAX_LABEL_VALUES = 8
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -236,6 +253,54 @@ class Checks:
 # --------------------------------------------------------------------------- cohort.yaml
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that records every mapping key written twice (at any nesting
+    level; PyYAML itself silently keeps the last value) in ``duplicates`` as (key, first line,
+    second line)."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.duplicates: list[tuple[object, int, int]] = []
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    hash(key)
+                except TypeError:
+                    continue
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    self.duplicates.append((key, seen[key], line))
+                else:
+                    seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str) -> tuple[object, list[tuple[object, int, int]]]:
+    """The YAML document, and every duplicated mapping key as (key, first line, second line)."""
+    loader = _StrictLoader(text)
+    try:
+        return loader.get_single_data(), loader.duplicates
+    finally:
+        loader.dispose()
+
+
+def _nfc(x):
+    """Strings (also inside lists and mappings) in Unicode NFC."""
+    if isinstance(x, str):
+        return unicodedata.normalize("NFC", x)
+    if isinstance(x, list):
+        return [_nfc(v) for v in x]
+    if isinstance(x, dict):
+        return {_nfc(k): _nfc(v) for k, v in x.items()}
+    return x
+
+
 def read_config(ck: Checks) -> None:
     """cohort.yaml: valid YAML, a mapping, known keys of the right types, consistent lists."""
     path = ck.yaml_path
@@ -245,7 +310,7 @@ def read_config(ck: Checks) -> None:
                "data/README.md)")
         return
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw, duplicates = load_yaml(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         ck.add("yaml", where, "not UTF-8 text; save it as UTF-8")
         return
@@ -255,10 +320,14 @@ def read_config(ck: Checks) -> None:
         ck.add("yaml", where + at, f"not valid YAML ({getattr(e, 'problem', e)}); check the "
                "indentation and quote values that contain ':' or '#'")
         return
+    for key, first, second in duplicates:
+        ck.add("yaml", f"{where} line {second}", f"key '{key}' is written twice (lines {first} "
+               f"and {second}); YAML would silently keep only the second: merge them into one")
     raw = raw or {}
     if not isinstance(raw, dict):
         ck.add("yaml", where, "must be a mapping of keys to values (key: value lines)")
         return
+    raw = _nfc(raw)
     for key in raw:
         if key not in YAML_KEYS:
             ck.add("yaml", where, f"unknown key '{key}'{_hint(key, YAML_KEYS)}: it would be "
@@ -448,6 +517,14 @@ def read_csv(ck: Checks) -> None:
                "data/README.md)")
         return
     raw = path.read_bytes()
+    for magic, what in ((b"PK\x03\x04", "an Excel workbook, not a CSV (an .xlsx file is a ZIP "
+                                         "archive)"),
+                        (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an Excel workbook, not a CSV "
+                                                             "(an Excel 97-2003 .xls file)")):
+        if raw.startswith(magic):
+            ck.add("csv", str(path), f"the file is {what}: save as CSV UTF-8 (in Excel: File > "
+                   "Save As > 'CSV UTF-8 (Comma delimited)') and name that file cohort.csv")
+            return
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
         ck.notes.append(f"{name}: the UTF-8 byte-order mark was dropped")
@@ -466,6 +543,13 @@ def read_csv(ck: Checks) -> None:
                f"({', '.join(REQUIRED_COLUMNS)}, features...) and one row per image")
         return
     first = text.splitlines()[0]
+    sep_line = re.fullmatch(r'\s*"?(sep=[^"]?)"?[,;\t]*\s*', first, flags=re.IGNORECASE)
+    if sep_line:
+        hint = sep_line.group(1)
+        ck.add("csv", f"{name} line 1", f"delete line 1 ({hint}): it is Excel's separator "
+               "hint, not part of a CSV; the header must be line 1"
+               + ("" if hint.lower() == "sep=," else ", and the values separated by commas"))
+        return
     for sep, sep_name in ((";", "semicolons"), ("\t", "tabs")):
         if first.count(sep) >= 2 and first.count(",") == 0:
             ck.add("csv", f"{name} line 1", f"the values are separated by {sep_name}, not "
@@ -517,6 +601,14 @@ def read_csv(ck: Checks) -> None:
     if stripped:
         ck.notes.append(f"{name}: leading/trailing whitespace stripped from {stripped} "
                         "value(s)")
+    for c in header:
+        s = df[c].map(_nfc)
+        changed = int((s != df[c]).sum())
+        if changed:
+            df[c] = s
+            ck.notes.append(f"{name}, column '{c}': {changed} value(s) written in decomposed "
+                            "Unicode (e.g. 'e' + a combining accent) normalised to NFC, so the "
+                            "same text is the same value")
     ck.df = df.set_index(pd.RangeIndex(len(df)))
 
 
@@ -532,6 +624,12 @@ def _records(ck: Checks, text: str) -> list[tuple[int, int, list[str]]] | None:
                 continue
             out.append((start, reader.line_num, values))
     except csv.Error as e:
+        if "field limit" in str(e):
+            ck.add("csv", f"{ck.csv_path.name} line {reader.line_num}", "a value is longer "
+                   f"than {MAX_CELL_CHARS:,} characters, the longest cell a CSV may hold here; "
+                   "a cell holds one value (a stray double quote can also run a value on over "
+                   "the next lines): shorten it or fix the quoting")
+            return None
         ck.add("csv", f"{ck.csv_path.name} line {reader.line_num}", f"cannot be read as CSV "
                f"({e}); a value with a double quote must be quoted as a whole, the quote "
                "doubled (\"a \"\"b\"\" c\")")
@@ -546,6 +644,9 @@ def _check_header(ck: Checks, header: list[str]) -> None:
     clean = [h.strip() for h in header]
     if clean != header:
         ck.notes.append(f"{name}: whitespace stripped from header names")
+    if [_nfc(h) for h in clean] != clean:
+        clean = [_nfc(h) for h in clean]
+        ck.notes.append(f"{name}: header names normalised to Unicode NFC")
     header[:] = clean
     problems = False
     for i, h in enumerate(clean):
@@ -591,6 +692,13 @@ def check_columns(ck: Checks) -> None:
         if rule["column"] not in cols:
             ck.add("columns", str(ck.yaml_path), f"exclude rule names column "
                    f"'{rule['column']}', which {name} does not have{_hint(rule['column'], cols)}")
+    used = {*RESERVED_COLUMNS, *cfg.features, *cfg.reference_columns, *cfg.unused_columns,
+            *(rule["column"] for rule in cfg.exclude)}
+    for c in cols:
+        if c and c not in used:
+            ck.notes.append(f"{name}, column '{c}': not used: declare it as a feature (or a "
+                            "reader reference) in cohort.yaml, or list it under unused_columns"
+                            f"{_hint(c, cfg.features)}")
 
 
 def apply_exclusions(ck: Checks) -> None:
@@ -610,6 +718,12 @@ def apply_exclusions(ck: Checks) -> None:
                         ck.csv_path.name, col, rule["values"], rule["reason"])
         ck.df = ck.df[~hit]
     ck.exclusions = pd.DataFrame(rows, columns=["column", "values", "reason", "n_rows"])
+    if rows and not len(ck.df):
+        counts = "; ".join(f"{r['column']} in [{r['values']}]: {r['n_rows']} row(s)"
+                           for r in rows)
+        ck.add("exclude", str(ck.yaml_path), f"the exclude rules remove every row of "
+               f"{ck.csv_path.name} ({counts}); nothing would be left to study: check each "
+               "rule's column and values")
 
 
 # --------------------------------------------------------------------------- values
@@ -622,9 +736,9 @@ def check_subject_ids(ck: Checks) -> None:
     ids = ck.df["subject_id"]
     for i in ck.df.index[ids == ""]:
         ck.add("subject_id", ck.at(i, "subject_id"), "empty; every image needs its subject's id")
-    for i in ck.df.index[ids.str.contains(r"[\x00-\x1f\x7f\u200b-\u200f\ufeff]", regex=True)]:
+    for i in ck.df.index[ids.str.contains(INVISIBLE, regex=True)]:
         ck.add("subject_id", ck.at(i, "subject_id"), f"{ids[i]!r} contains an invisible "
-               "(control or zero-width) character; retype the id")
+               f"(control or zero-width) character ({_invisible(ids[i])}); retype the id")
     folded: dict[str, set[str]] = defaultdict(set)
     for s in ids.unique():
         folded[s.casefold()].add(s)
@@ -635,6 +749,13 @@ def check_subject_ids(ck: Checks) -> None:
             ck.add("subject_id", f"{ck.csv_path.name}, column 'subject_id'", f"ids {shown} "
                    "differ only in letter case: one patient would count as several and could "
                    "land in two folds; write each patient's id the same way")
+
+
+def _invisible(value: str) -> str:
+    """The invisible characters of a value, named (e.g. 'U+200B ZERO WIDTH SPACE')."""
+    chars = dict.fromkeys(INVISIBLE.findall(value))
+    return ", ".join(f"U+{ord(c):04X} {unicodedata.name(c, 'control character')}"
+                     for c in chars)
 
 
 def check_labels(ck: Checks) -> None:
@@ -717,7 +838,12 @@ def check_categorical(ck: Checks) -> None:
         raw = ck.df[col]
         present = raw[~raw.isin(declared)]
         for v, rows in present.groupby(present, sort=False).groups.items():
-            if _missing_like(v, declared):
+            if INVISIBLE.search(v):
+                ck.add("categorical", f"{ck.csv_path.name} lines "
+                       f"{_lines(ck.df.loc[rows, '_line'])}, column '{col}'", f"{v!r} contains "
+                       f"an invisible (control or zero-width) character ({_invisible(v)}): it "
+                       "would be a category of its own; retype the value")
+            elif _missing_like(v, declared):
                 ck.add("categorical", f"{ck.csv_path.name} lines {_lines(ck.df.loc[rows, '_line'])}"
                        f", column '{col}'", f"'{v}' looks like a missing-value marker but is not "
                        "declared, so it would become a category; add it to missing_values in "
@@ -808,6 +934,26 @@ def _inside(root: Path, rel: str) -> bool:
     return full == str(root) or full.startswith(str(root) + os.sep)
 
 
+def _unicode_twin(root: Path, rel: str) -> str | None:
+    """``rel`` as spelt on disk, when the file exists only under another Unicode normalisation
+    of its name (macOS writes NFD, the CSV is read as NFC); None when there is no such file."""
+    cur, parts = root, []
+    for part in Path(rel).parts:
+        if part in (".", "..") or (cur / part).exists():
+            cur, parts = cur / part, [*parts, part]
+            continue
+        try:
+            names = os.listdir(cur)
+        except OSError:
+            return None
+        key = unicodedata.normalize("NFC", part)
+        hits = [n for n in names if unicodedata.normalize("NFC", n) == key]
+        if len(hits) != 1:
+            return None
+        cur, parts = cur / hits[0], [*parts, hits[0]]
+    return "/".join(parts)
+
+
 def check_paths(ck: Checks) -> None:
     """Image and mask paths: relative, inside the cohort folder, existing, each image once."""
     if not ck.has("image_path"):
@@ -820,7 +966,14 @@ def check_paths(ck: Checks) -> None:
             ck.df.loc[back, col] = ck.df.loc[back, col].str.replace("\\", "/", regex=False)
             ck.notes.append(f"{ck.csv_path.name}, column '{col}': backslashes in "
                             f"{int(back.sum())} path(s) read as '/'")
+        twins = 0
         for i, rel in ck.df[col].items():
+            if rel and _inside(ck.root, rel) and not os.path.isabs(rel) \
+                    and not (ck.root / rel).exists():
+                twin = _unicode_twin(ck.root, rel)
+                if twin is not None:
+                    ck.df.at[i, col] = rel = twin
+                    twins += 1
             if not rel:
                 if col == "image_path":
                     ck.add("path", ck.at(i, col), "empty; give the image file relative to "
@@ -837,6 +990,17 @@ def check_paths(ck: Checks) -> None:
                        "path (relative to cohort.csv) or remove the row")
             elif not (ck.root / rel).is_file():
                 ck.add("file", ck.at(i, col), f"{ck.root / rel} is a folder, not an image file")
+        if twins:
+            ck.notes.append(f"{ck.csv_path.name}, column '{col}': {twins} path(s) name a file "
+                            "whose name on disk differs only in Unicode normalisation (NFC/NFD, "
+                            "e.g. 'é' as one character or as 'e' + accent): the file's own "
+                            "spelling is used")
+    if MASK_COLUMN in ck.df.columns:
+        for i in ck.df.index:
+            if _same_file(ck, i):
+                ck.add("mask", ck.at(i, MASK_COLUMN), f"mask_path '{ck.df.at[i, MASK_COLUMN]}' "
+                       "is the image file itself; give the lesion mask (white on black), or "
+                       "leave mask_path empty")
     real = ck.df["image_path"].map(
         lambda p: os.path.normcase(os.path.realpath(ck.root / p)) if p else "")
     first: dict[str, int] = {}
@@ -854,13 +1018,25 @@ def check_paths(ck: Checks) -> None:
             first[r] = i
 
 
+def _too_large(e: Exception) -> str:
+    found = re.search(r"\((\d+) pixels\)", str(e))
+    pixels = f"{int(found.group(1)):,} pixels" if found else "more pixels than allowed"
+    return (f"declares {pixels}, more than the limit of {MAX_IMAGE_PIXELS:,} pixels (about "
+            f"{math.isqrt(MAX_IMAGE_PIXELS)}x{math.isqrt(MAX_IMAGE_PIXELS)}; Pillow's "
+            "decompression-bomb guard): the file is corrupt or not an ultrasound image")
+
+
 def _inspect(path: Path) -> tuple[tuple[int, int], str] | str:
     """((width, height), mode) of a readable single-frame image, else what is wrong with it."""
     try:
-        with Image.open(path) as im:
-            size, mode, fmt = im.size, im.mode, im.format
-            frames = getattr(im, "n_frames", 1)
-            im.verify()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                size, mode, fmt = im.size, im.mode, im.format
+                frames = getattr(im, "n_frames", 1)
+                im.verify()
+        if size[0] * size[1] > MAX_IMAGE_PIXELS:
+            return _too_large(ValueError(f"({size[0] * size[1]} pixels)"))
         if frames > 1:
             return (f"holds {frames} frames; the contract takes one image per row: export each "
                     "frame you want as its own file")
@@ -871,19 +1047,62 @@ def _inspect(path: Path) -> tuple[tuple[int, int], str] | str:
         elif fmt != "PNG":  # verify() checks PNG chunks; others are decoded in full
             with Image.open(path) as im:
                 im.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        return _too_large(e)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         return f"cannot be read ({type(e).__name__}: {e})"
     return size, mode
 
 
+def _alpha(im: Image.Image) -> np.ndarray | None:
+    """The alpha channel of an opened image (None without one)."""
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        return np.asarray(im.getchannel(im.mode[-1]))
+    if "transparency" in im.info:
+        return np.asarray(im.convert("RGBA").getchannel("A"))
+    return None
+
+
+def _decode(path: Path) -> dict | str:
+    """What the loader sees of a readable image: upright size, EXIF orientation, mode,
+    transparency; or what is wrong with its pixels."""
+    try:
+        with Image.open(path) as im:
+            turn, mode = orientation(im), im.mode
+            alpha = _alpha(im)
+            if mode == "F" and np.isnan(np.asarray(im)).any():
+                n = int(np.isnan(np.asarray(im)).sum())
+                return (f"holds {n} NaN (not-a-number) pixel(s): a float image must hold a "
+                        "value in every pixel; re-export it")
+            g = np.asarray(gray8(im))
+    except (OSError, SyntaxError, ValueError) as e:
+        return f"cannot be decoded ({type(e).__name__}: {e})"
+    if g.size and g.min() == g.max():
+        return (f"is blank: every pixel decodes to the same gray value ({int(g.flat[0])}); give "
+                "the ultrasound image itself")
+    return {"size": (g.shape[1], g.shape[0]), "orientation": turn, "mode": mode,
+            "transparent": alpha is not None and bool((alpha < 255).any())}
+
+
+#: how the conversion to gray of an image mode is described in the notes
+MODE_NAMES = {"RGB": "colour (RGB)", "RGBA": "colour (RGBA)", "P": "palette", "PA": "palette",
+              "CMYK": "CMYK", "YCbCr": "YCbCr", "LAB": "Lab", "HSV": "HSV", "1": "1-bit",
+              "LA": "gray with alpha"}
+
+
 def check_image_files(ck: Checks) -> None:
-    """Every image and mask opens as a single-frame image; masks have their image's size and
-    an outline; ROI boxes are integer pixels inside their image."""
+    """Every image and mask opens as a single-frame image of at most MAX_IMAGE_PIXELS pixels
+    and is not blank or NaN; masks have their image's size and a filled lesion; ROI boxes are
+    integer pixels inside their (upright) image. EXIF orientations, transparency and
+    conversions to gray are noted."""
     if not ck.has("image_path") or not ck.check_images:
         if ck.df is not None and not ck.check_images:
             ck.skipped.append("image contents (check_images=False): only paths were checked")
         return
     wide = 0
+    turned: list[int] = []
+    transparent: list[int] = []
+    converted: dict[str, int] = defaultdict(int)
     for i, rel in ck.df["image_path"].items():
         p = ck.root / rel
         if not rel or not p.is_file() or not _inside(ck.root, rel):
@@ -898,32 +1117,106 @@ def check_image_files(ck: Checks) -> None:
             ck.add("image", ck.at(i, "image_path"), f"image file {p} is only "
                    f"{size[0]}x{size[1]} pixels; give the ultrasound image itself")
             continue
-        ck.sizes[i] = size
-        wide += mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+        info = _decode(p)
+        if isinstance(info, str):
+            ck.add("image", ck.at(i, "image_path"), f"image file {p} {info}")
+            continue
+        line = int(ck.df.at[i, "_line"])
+        if info["orientation"] != 1:
+            turned.append(line)
+        if info["transparent"]:
+            transparent.append(line)
+        if mode not in ("L", *WIDE_MODES):
+            converted[MODE_NAMES.get(mode, mode)] += 1
+        ck.sizes[i] = info["size"]
+        wide += mode in WIDE_MODES
         if MASK_COLUMN in ck.df.columns and ck.df.at[i, MASK_COLUMN]:
             _check_mask(ck, i, ck.sizes[i])
+    name = ck.csv_path.name
     if wide:
         ck.notes.append(f"{wide} image(s) have more than 8 bits per pixel: each is scaled to 8 "
                         "bits by its own minimum and maximum when decoded")
+    if turned:
+        at = f"{name} line{'s' * (len(turned) > 1)} {_lines(turned)}"
+        ck.notes.append(f"{len(turned)} image(s) carry an EXIF orientation ({at}): each is "
+                        "rotated/flipped as a viewer shows it, and its ROI box and mask are "
+                        "read in those (the viewer's) coordinates")
+    if transparent:
+        at = f"{name} line{'s' * (len(transparent) > 1)} {_lines(transparent)}"
+        ck.notes.append(f"{len(transparent)} image(s) have transparent pixels ({at}): the "
+                        "alpha channel is ignored, the gray is that of the colour values "
+                        "beneath it")
+    if converted:
+        ck.notes.append(f"{sum(converted.values())} image(s) converted to 8-bit gray by luma ("
+                        + ", ".join(f"{k}: {v}" for k, v in sorted(converted.items())) + ")")
+
+
+def _mask_values(p: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """The mask as the loader thresholds it (upright, gray), and its alpha channel."""
+    with Image.open(p) as im:
+        im = upright(im)
+        alpha = _alpha(im)
+        a = np.asarray(im if im.mode in WIDE_MODES or im.mode == "L" else im.convert("L"))
+    return a, alpha
 
 
 def _check_mask(ck: Checks, i, size: tuple[int, int]) -> None:
+    from scipy import ndimage
+
     rel = ck.df.at[i, MASK_COLUMN]
     p = ck.root / rel
-    if not p.is_file() or not _inside(ck.root, rel):
+    if not p.is_file() or not _inside(ck.root, rel) or _same_file(ck, i):
         return
     got = _inspect(p)
     if isinstance(got, str):
         ck.add("mask", ck.at(i, MASK_COLUMN), f"mask file {p} {got}")
         return
-    msize, _ = got
+    try:
+        values, alpha = _mask_values(p)
+        fg = mask_array(p)
+    except (OSError, SyntaxError, ValueError) as e:
+        ck.add("mask", ck.at(i, MASK_COLUMN), f"mask file {p} cannot be decoded "
+               f"({type(e).__name__}: {e})")
+        return
+    msize = (fg.shape[1], fg.shape[0])
     if msize != size:
         ck.add("mask", ck.at(i, MASK_COLUMN), f"mask is {msize[0]}x{msize[1]} but its image is "
                f"{size[0]}x{size[1]}; a lesion mask must have its image's size")
         return
-    if not mask_array(p).any():
-        ck.add("mask", ck.at(i, MASK_COLUMN), f"mask {p} is empty (no lesion pixel); leave "
-               "mask_path empty for an image without an outline")
+    if not fg.any():
+        if alpha is not None and alpha.min() != alpha.max():
+            ck.add("mask", ck.at(i, MASK_COLUMN), f"mask {p} is drawn only in its alpha "
+                   "channel (transparency): its gray values hold no lesion pixel; save the "
+                   "lesion as white on black, without transparency")
+        else:
+            ck.add("mask", ck.at(i, MASK_COLUMN), f"mask {p} is empty (no lesion pixel); leave "
+                   "mask_path empty for an image without an outline")
+        return
+    levels = np.unique(values)
+    if 3 <= len(levels) <= 32:
+        # a label is an area of one value; anti-aliased edges are one pixel thin
+        labels = [v for v in levels[1:] if ndimage.binary_erosion(values == v).any()]
+        if len(labels) >= 2:
+            shown = ", ".join(f"{v:g}" for v in levels[:MAX_LABEL_VALUES])
+            more = "" if len(levels) <= MAX_LABEL_VALUES else ", ..."
+            ck.add("mask", ck.at(i, MASK_COLUMN), f"mask {p} is a label map (values {shown}"
+                   f"{more}), not one lesion: which label is the lesion? Save a mask with only "
+                   "the lesion's pixels as foreground (white on black)")
+            return
+    filled = int(ndimage.binary_fill_holes(fg).sum())
+    n = int(fg.sum())
+    if filled - n > n:
+        ck.add("mask", ck.at(i, MASK_COLUMN), f"mask {p} is only an outline: filling it adds "
+               f"{filled - n} pixels to its {n}; fill the lesion (every pixel inside the "
+               "outline is foreground)")
+
+
+def _same_file(ck: Checks, i) -> bool:
+    """Whether row ``i``'s mask is its image file itself."""
+    image, mask = ck.df.at[i, "image_path"], ck.df.at[i, MASK_COLUMN]
+    if not image or not mask:
+        return False
+    return os.path.realpath(ck.root / image) == os.path.realpath(ck.root / mask)
 
 
 def check_roi(ck: Checks) -> None:

@@ -60,6 +60,20 @@ class ReferenceSpec:
             return float(self.order.index(str(value)))
         return float(value)
 
+    def valid_score(self, value) -> float:
+        """:meth:`score_of` of a validated cell, NaN for a missing marker (the contract lets
+        only categories, probabilities and declared missing strings through)."""
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            return float("nan")
+        if self.type == "ordinal":
+            return float(self.order.index(str(value))) if str(value) in self.order \
+                else float("nan")
+        try:
+            x = float(value)
+        except ValueError:
+            return float("nan")
+        return x if 0.0 <= x <= 1.0 else float("nan")
+
     @property
     def threshold(self) -> float | None:
         """The score at and above which the clinic's rule calls a case positive (None when the
@@ -176,7 +190,7 @@ def subject_reference(images: pd.DataFrame, ref: ReferenceSpec) -> pd.DataFrame:
     image of the subject), its ``category`` and, when the reference declares a rule,
     ``positive`` (the clinic's decision), aggregated over the subject's images by the declared
     rule (default: the highest category)."""
-    scores = images[ref.column].map(ref.score_of) if ref.column in images else \
+    scores = images[ref.column].map(ref.valid_score) if ref.column in images else \
         pd.Series(np.nan, index=images.index)
     df = pd.DataFrame({"subject_id": images["subject_id"].to_numpy(),
                        "y": images["y"].to_numpy(), "score": scores.to_numpy(dtype=float)})

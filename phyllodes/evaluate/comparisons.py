@@ -7,13 +7,15 @@ probability is the mean over its images). Anything fit — a recalibration map, 
 threshold — is fit on a fold's inner-validation subjects (``split == 'val'``) and applied to
 that fold's test subjects, never fit on test subjects.
 
-Why recalibration matters here: class-aware sampling trains the network as if the classes
-were equally frequent, which shifts its probabilities towards the minority class (too high for
-borderline/malignant when they are rarer than benign). Ranking metrics (AUC) are unaffected;
-probabilities, Brier score, calibration intercept and decision curves are not.
+Why recalibration matters here: class-aware sampling (the paper profile's) trains the network
+as if the classes were equally frequent, which shifts its probabilities towards the minority
+class (too high for borderline/malignant when they are rarer than benign); the quick recipe
+draws every image once per epoch, but nothing in it is fit for calibration either. Ranking
+metrics (AUC) are unaffected; probabilities, Brier score, calibration intercept and decision
+curves are not.
 
-The paper's tables and figures are assembled from these by :mod:`phyllodes.tables` and
-:mod:`phyllodes.figures`.
+The paper's tables and figures are assembled from these by :mod:`phyllodes.report.tables` and
+:mod:`phyllodes.report.figures`.
 """
 
 from __future__ import annotations

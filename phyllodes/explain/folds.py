@@ -19,6 +19,7 @@ import torch
 
 from phyllodes.data.clinical import ClinicalEncoder
 from phyllodes.data.images import ImageSet, to_float
+from phyllodes.evaluate import attribution
 from phyllodes.explain import maps as explain
 from phyllodes.explain.results import CamPanel
 from phyllodes.models.network import PhyllodesNet, predict_proba
@@ -180,7 +181,7 @@ def _cam_validation(study: Study, result: dict, images: ImageSet) -> pd.DataFram
     for name, cams, rows in (("Grad-CAM++", result["cams_gradcampp"], result["cam_rows"]),
                              ("Score-CAM", result["cams_scorecam"], result["scorecam_rows"])):
         masks = (images.masks[torch.as_tensor(rows), 0] > 0).numpy()
-        t = explain.cam_validation_table(cams, masks, correct.loc[rows].to_numpy(),
+        t = attribution.cam_validation_table(cams, masks, correct.loc[rows].to_numpy(),
                                          tolerance_px=max(1, images.images.shape[-1] // 32))
         frames.append(t.reset_index().assign(method=name))
     return pd.concat(frames, ignore_index=True)[[

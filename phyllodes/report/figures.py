@@ -102,9 +102,12 @@ def fig1b_balance_folds(cohort: Cohort, splits: pd.DataFrame) -> plt.Figure:
 
 
 def roc_curves(preds: pd.DataFrame, by: str = "model_label", order: list[str] | None = None,
-               n_boot: int = 1000, seed: int = 0, title: str = "") -> plt.Figure:
+               n_boot: int = 1000, seed: int = 0, title: str = "",
+               points: list[tuple[str, float, float]] | None = None,
+               points_label: str = "") -> plt.Figure:
     """Pooled out-of-fold subject-level ROC curves, AUC with its 95% CI in the legend (below
-    the axes)."""
+    the axes); ``points``: operating points (name, 1 - specificity, sensitivity) of a reader's
+    rules, drawn as labelled markers."""
     s = pooled_subject_test(preds, by)
     labels = [lab for lab in (order or sorted(s[by].unique())) if lab in set(s[by])]
     fig, ax = style.figure(style.SINGLE, style.SINGLE * 0.95 + 0.16 * len(labels))
@@ -116,6 +119,10 @@ def roc_curves(preds: pd.DataFrame, by: str = "model_label", order: list[str] | 
                                         seed=seed)
         ax.plot(fpr, tpr, color=style.colour_of(lab),
                 label=f"{lab}: {stats.format_ci(ci['estimate'], ci['low'], ci['high'])}")
+    for i, (name, fpr, tpr) in enumerate(points or []):
+        ax.scatter([fpr], [tpr], marker="D", s=18, c="k", zorder=5,
+                   label=f"{points_label} rules" if i == 0 and points_label else None)
+        ax.annotate(name, (fpr, tpr), xytext=(4, -9), textcoords="offset points", fontsize=6)
     ax.plot([0, 1], [0, 1], ls="--", c=style.REFERENCE, lw=0.7)
     ax.set(xlabel="1 − specificity", ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.01),
            title=title or "ROC, pooled out-of-fold test subjects")
@@ -218,12 +225,16 @@ def fig5_calibration(subj: pd.DataFrame, by: str = "model_label") -> plt.Figure:
     return fig
 
 
-def fig6_decision_curves(dca: pd.DataFrame, title: str = "") -> plt.Figure:
-    """Net benefit of each model against excising all and none (legend below)."""
-    n = dca["model_label"].nunique()
+def fig6_decision_curves(dca: pd.DataFrame, title: str = "",
+                         rules: Mapping[str, pd.DataFrame] | None = None) -> plt.Figure:
+    """Net benefit of each model against excising all and none (legend below); ``rules``: a
+    reader's decision rule (name -> its ``threshold``/``net_benefit`` frame) as a reference."""
+    n = dca["model_label"].nunique() + len(rules or {})
     fig, ax = style.figure(style.SINGLE, 2.9 + 0.15 * (n + 2))
     for model, g in dca.groupby("model_label", sort=False):
         ax.plot(g["threshold"], g["model"], color=style.colour_of(model), label=model)
+    for name, r in (rules or {}).items():
+        ax.plot(r["threshold"], r["net_benefit"], c="k", ls="-.", lw=1, label=name)
     first = dca[dca["model_label"] == dca["model_label"].iloc[0]]
     ax.plot(first["threshold"], first["treat_all"], c="k", ls=":", lw=1, label="excise all")
     ax.axhline(0, c=style.REFERENCE, lw=0.8, label="excise none")

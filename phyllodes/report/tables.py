@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sstats
 
-from phyllodes.evaluate import comparisons as evaluation, stats
+from phyllodes.evaluate import attribution, readers, stats
+from phyllodes.evaluate import comparisons as evaluation
 from phyllodes.data.cohort import Cohort
 from phyllodes.evaluate.comparisons import pooled_subject_test
 from phyllodes.keys import probe_name
@@ -149,8 +150,8 @@ TABLE2_METRICS = {"auc": "AUC-ROC", "f1": "F1", "accuracy": "accuracy", "ppv": "
 
 
 def modality_comparison(preds: pd.DataFrame, encoder: str, fusion: str,
-                        clinical_baselines: list[str], n_boot: int = 1000, seed: int = 0
-                        ) -> dict:
+                        clinical_baselines: list[str], n_boot: int = 1000, seed: int = 0,
+                        reader: readers.Reader | None = None) -> dict:
     """Table 3's numbers for one set of clinical inputs: the paper's three models (clinical
     MLP, fine-tuned image branch, multimodal), the simple baselines (classical clinical models,
     the image linear probe, and the late fusion of the clinical logistic regression with the
@@ -158,7 +159,8 @@ def modality_comparison(preds: pd.DataFrame, encoder: str, fusion: str,
 
     Returns ``labels`` (row name -> model label, the paper's three first), ``table``
     (:func:`comparison_table`), ``tests`` (multimodal vs each), ``verdict`` (a sentence) and
-    ``preds`` (with the late-fusion baseline's rows added)."""
+    ``preds`` (with the late-fusion baseline's rows added). With a ``reader`` (the cohort's
+    reader reference) its row comes last and the multimodal model is tested against it too."""
     labels = {"clinical": evaluation.label_for(preds, "clinical", "mlp"),
               "image": evaluation.label_for(preds, "image", encoder),
               "multimodal": evaluation.label_for(preds, "multimodal", encoder, fusion)}
@@ -171,6 +173,9 @@ def modality_comparison(preds: pd.DataFrame, encoder: str, fusion: str,
         rows, _ = evaluation.baselines_late_fusion(preds, encoder, lf)
         preds = pd.concat([preds, rows], ignore_index=True)
         labels["late fusion of the two baselines"] = lf
+    if reader is not None:
+        preds = pd.concat([preds, reader.rows(preds)], ignore_index=True)
+        labels["reader"] = reader.label
     shown = preds[preds["model_label"].isin(labels.values())]
     table = evaluation.comparison_table(shown, n_boot=n_boot, seed=seed,
                                         order=list(labels.values()))
@@ -178,6 +183,23 @@ def modality_comparison(preds: pd.DataFrame, encoder: str, fusion: str,
     tests = paired_auc_tests(shown, labels["multimodal"], singles, n_boot=n_boot, seed=seed)
     return {"labels": labels, "table": table, "tests": tests, "preds": preds,
             "verdict": evaluation.verdict(table, tests, labels["multimodal"], singles)}
+
+
+def table3e_reader_comparison(results: dict[str, dict], reader: readers.Reader, main: str,
+                              n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Table 3e, the reader in the comparison: the reader's AUC, then for the image model and
+    the multimodal model of each set of clinical inputs (``results``: set name ->
+    :func:`modality_comparison`'s result, ``main`` the primary set) the model against the
+    reader and the reader-plus-model combination (fit on inner validation) against the reader
+    alone, with DeLong and bootstrap CIs and the subjects each rests on."""
+    frames = []
+    for name, res in results.items():
+        lab = res["labels"]
+        models = ({"image model": lab["image"]} if name == main else {})
+        models[f"multimodal model (clinical inputs '{name}')"] = lab["multimodal"]
+        t = readers.reader_comparison(res["preds"], reader, models, n_boot=n_boot, seed=seed)
+        frames.append(t if not frames else t.iloc[1:])  # the reader's own row once
+    return pd.concat(frames, ignore_index=True)
 
 
 def table9_recipe_ablation(preds: pd.DataFrame, reference: str, order: list[str],
@@ -269,10 +291,16 @@ def table3_modality_comparison(table: pd.DataFrame, labels: dict[str, str],
     return pd.DataFrame(rows)
 
 
+SAMPLER_WORDS = {"class_aware": "class-aware sampling",
+                 "shuffle": "every image once per epoch, shuffled"}
+
+
 def table4_calibration(subj: pd.DataFrame, by: str = "model_label",
-                       columns: tuple[str, ...] = ("prob", "prob_recal")) -> pd.DataFrame:
+                       columns: tuple[str, ...] = ("prob", "prob_recal"),
+                       sampler: str = "class_aware") -> pd.DataFrame:
     """Brier score, calibration slope/intercept, ECE and mean predicted risk vs prevalence on
-    pooled test subjects, for the raw and the recalibrated probabilities."""
+    pooled test subjects, for the raw and the recalibrated probabilities; ``sampler``: the
+    profile's, named in the label of the raw probabilities."""
     rows = []
     test = subj[subj["split"] == "test"]
     for model, g in test.groupby(by, sort=False):
@@ -280,9 +308,10 @@ def table4_calibration(subj: pd.DataFrame, by: str = "model_label",
             if col not in g:
                 continue
             c = stats.calibration_summary(g["y"], g[col])
+            raw = f"as trained ({SAMPLER_WORDS.get(sampler, sampler)})"
             rows.append({"model": model,
                          "probabilities": "recalibrated on inner validation"
-                         if col == "prob_recal" else "as trained (class-aware sampling)",
+                         if col == "prob_recal" else raw,
                          "brier": c["brier"], "slope": c["slope"], "intercept": c["intercept"],
                          "ece": c["ece"], "mean_predicted": float(g[col].mean()),
                          "prevalence": float(g["y"].mean()), "n_subjects": int(len(g))})
@@ -338,7 +367,7 @@ def table7_modality_share(result: dict, paper_share: float, n_boot: int = 1000, 
     """The image's share of the prediction: Shapley (subject-bootstrap CI) and ablation
     estimates, with the paper's value beside them; also returns the Shapley CI dict."""
     pi, abl = result["per_image"], result["ablation"]
-    share = explain.image_share_ci(pi["phi_image"], pi["phi_clinical"], groups=pi["subject_id"],
+    share = attribution.image_share_ci(pi["phi_image"], pi["phi_clinical"], groups=pi["subject_id"],
                                    n_boot=n_boot, seed=seed)
     table = pd.DataFrame([
         {"estimate": "Shapley image share (|phi| over test images, all folds)",
@@ -378,7 +407,8 @@ def write_table(df: pd.DataFrame, study: Study, stem: str, caption: str = "",
     d = study.tables_dir
     out = {ext: d / f"{stem}.{ext}" for ext in ("csv", "md", "tex")}
     df.to_csv(out["csv"], index=index)
-    md = df.to_markdown(index=index)
+    from phyllodes.report.format import format_table  # the .md is for people: 3 decimals,
+    md = format_table(df).to_markdown(index=index, disable_numparse=True)  # p = 0.021, words
     out["md"].write_text((f"**{caption}**\n\n" if caption else "") + md + "\n")
     tex = df.to_latex(index=index, escape=True, caption=caption or None,
                       label=f"tab:{stem}")

@@ -20,6 +20,8 @@ from PIL import Image
 LABELS = ("benign", "borderline", "malignant")
 RACES = ("White", "Black", "Asian", "Hispanic", "Other")
 ECHO = ("hypoechoic", "heterogeneous", "isoechoic", "complex cystic/solid")
+#: the synthetic radiologist's impression per image (a reader reference, never an input)
+IMPRESSION = ("2", "3", "4a", "4b", "4c", "5")
 
 
 def synthetic_yaml(name: str) -> dict:
@@ -31,6 +33,11 @@ def synthetic_yaml(name: str) -> dict:
         "numeric_features": ["age", "bmi", "tumor_size_mm"],
         "categorical_features": ["race", "menopausal_status", "echogenicity"],
         "missing_values": ["", "NA", "unknown"],
+        # the radiologist's impression of each image: compared with the model, never an input
+        "references": {"impression": {"column": "radiologist_impression", "type": "ordinal",
+                                      "order": list(IMPRESSION), "positive_from": "4a",
+                                      "aggregate": "max",
+                                      "label": "radiologist's impression"}},
         "citation": "synthetic data, no citation",
         "license": "CC0",
     }
@@ -58,6 +65,14 @@ def _lesion_image(rng: np.random.Generator, size: int, positive: bool
     return (img * 255).astype(np.uint8), inside
 
 
+def _impression(rng: np.random.Generator, positive: bool) -> str:
+    """A reader's category: higher for positive lesions, with overlap (and sometimes none)."""
+    if rng.random() < 0.05:
+        return "unknown"
+    level = rng.normal(3.4 if positive else 1.6, 1.0)
+    return IMPRESSION[int(np.clip(np.round(level), 0, len(IMPRESSION) - 1))]
+
+
 def make_synthetic_cohort(out: Path | str, n_subjects: int = 40, seed: int = 0,
                           image_size: int = 64, max_images: int = 3,
                           missing_rate: float = 0.08, name: str = "synthetic") -> Path:
@@ -73,6 +88,9 @@ def make_synthetic_cohort(out: Path | str, n_subjects: int = 40, seed: int = 0,
     labels = np.array([LABELS[0]] * (n_subjects - 2 * (n_subjects // 4))
                       + [LABELS[1]] * (n_subjects // 4) + [LABELS[2]] * (n_subjects // 4))
     rng.shuffle(labels)
+    # the reader's impressions come from a generator of their own, so that every other value
+    # is the same as without them
+    reader_rng = np.random.default_rng([seed, 7])
     rows = []
     for s, label in enumerate(labels):
         pos = label != "benign"
@@ -100,7 +118,8 @@ def make_synthetic_cohort(out: Path | str, n_subjects: int = 40, seed: int = 0,
             rows.append({"subject_id": sid, "image_path": rel, "label": label,
                          "mask_path": mrel,
                          "roi_x0": int(xs.min()), "roi_y0": int(ys.min()),
-                         "roi_x1": int(xs.max()) + 1, "roi_y1": int(ys.max()) + 1, **clin})
+                         "roi_x1": int(xs.max()) + 1, "roi_y1": int(ys.max()) + 1, **clin,
+                         "radiologist_impression": _impression(reader_rng, pos)})
     pd.DataFrame(rows).to_csv(out / "cohort.csv", index=False)
     (out / "cohort.yaml").write_text(yaml.safe_dump(synthetic_yaml(name), sort_keys=False))
     return out
