@@ -135,7 +135,7 @@ class Profile:
                              choices=("auto", "fp32", "bf16"))
     probe_taps: tuple = setting(("head",), "result", "probe",
                                 "features of the linear probe: 'head' (the last stage, pooled) "
-                                "and/or feature-stage indices (phyllodes.probe)")
+                                "and/or feature-stage indices (phyllodes.train.probe)")
     n_boot: int = setting(2000, "report", doc="bootstrap resamples of every CI")
     clinical_epochs: int = setting(200, "result", "clinical_mlp",
                                    "epochs of the clinical-only MLP (cheap)")

@@ -1,7 +1,7 @@
 """What produced a result: the resolved profile, seed, device, code version and environment.
 
 Recorded in every run's config.json and every notebook record; never hashed into run ids (the
-recipe version and the result settings are, see :mod:`phyllodes.runs`).
+recipe version and the result settings are, see :mod:`phyllodes.train.runs`).
 """
 
 from __future__ import annotations

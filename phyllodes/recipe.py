@@ -32,7 +32,7 @@ RECIPE_FILES = ("train/trainer.py", "train/spec.py", "train/probe.py", "train/vi
                 "models/network.py", "models/encoders.py", "models/pretrained.py",
                 "data/clinical.py", "data/images.py", "data/imageio.py", "data/splits.py",
                 "keys.py")
-RECIPE_SOURCE = "91c0afd053b103e4"
+RECIPE_SOURCE = "c987733c06768f0a"
 
 
 def _without_docstrings(tree: ast.AST) -> ast.AST:

@@ -1,4 +1,5 @@
-"""phyllodes.dicom: a synthetic hospital DICOM export through the de-identifying import."""
+"""phyllodes.data.sources.dicom: a synthetic hospital DICOM export through the de-identifying
+import."""
 
 from __future__ import annotations
 
@@ -539,3 +540,28 @@ def test_jpeg_lossless_and_jpeg_ls_decode_exactly(export, tmp_path):
     want = sorted((fx._crop(imgs[n]) for n in imgs), key=lambda a: a.sum())
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
+
+
+def test_a_readers_assessment_in_the_spreadsheet_becomes_a_reference(export, tmp_path):
+    """The radiologist's impression mapped under 'references': copied per patient, declared in
+    cohort.yaml as a reader reference (never a feature), usable by the study's comparisons."""
+    import yaml
+    sheet = pd.read_csv(export["sheet"], dtype=str, keep_default_na=False)
+    cats = ["2", "3", "4a", "4b", "4c", "5"]
+    sheet["US BI-RADS"] = [cats[i % len(cats)] for i in range(len(sheet))]
+    new_sheet = tmp_path / "pathology.csv"
+    sheet.to_csv(new_sheet, index=False)
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text(fx.MAPPING + "references:\n  birads: {column: US BI-RADS, order: "
+                       "['2', '3', '4a', '4b', '4c', '5'], positive_from: 4a, "
+                       "label: radiologist's BI-RADS}\n")
+    out = tmp_path / "out" / "cohort"
+    _import(export["export"], new_sheet, mapping, out, export["key"])
+    cfg = yaml.safe_load((out / "cohort.yaml").read_text())
+    assert "birads" not in cfg["categorical_features"] + cfg["numeric_features"]
+    assert cfg["references"]["birads"]["positive_from"] == "4a"
+    from phyllodes.data.cohort import load_cohort
+    c = load_cohort(out)
+    t = c.reference_table("birads")
+    assert t["score"].notna().all() and set(t["category"]) <= set(cats)
+    assert "birads" not in c.config.features

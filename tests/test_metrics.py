@@ -1,4 +1,4 @@
-"""Tests for phyllodes.metrics: hand-computed confusion matrices, subject averaging, inner
+"""Tests for phyllodes.evaluate.metrics: hand-computed confusion matrices, subject averaging, inner
 thresholds from validation rows only, fold mean ± SD, pooled vs per-fold, bootstrap CIs."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Tests for phyllodes.stats: every test asserts numbers that a wrong implementation would miss."""
+"""Tests for phyllodes.evaluate.stats: every test asserts numbers that a wrong implementation
+would miss."""
 
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ from phyllodes.evaluate.stats import (
     net_benefit,
     net_benefit_treat_all,
     paired_bootstrap_auc_diff,
-    spared_fraction,
     threshold_for_sensitivity,
 )
 
@@ -335,27 +335,8 @@ def test_net_benefit_hand_example():
 # --------------------------------------------------------------------------- operating points
 
 
-def test_threshold_for_sensitivity_hand_example():
-    y = np.array([1, 1, 1, 1, 0, 0, 0, 0])
-    s = np.array([0.9, 0.8, 0.6, 0.3, 0.7, 0.4, 0.2, 0.1])
-    assert threshold_for_sensitivity(y, s, 0.75) == 0.6  # 3/4 positives >= 0.6; at 0.7 only 2/4
-    assert threshold_for_sensitivity(y, s, 0.95) == 0.3  # needs all four positives
-    assert threshold_for_sensitivity(y, s, 0.5) == 0.8
-    assert threshold_for_sensitivity(y, s, 1.0) == 0.3
-    assert spared_fraction(y, s, 0.6) == 0.75  # negatives below 0.6: .4, .2, .1
-    assert spared_fraction(y, s, 0.3) == 0.5  # .2, .1
 
 
-def test_threshold_for_sensitivity_achieves_target_and_is_highest():
-    rng = np.random.default_rng(12)
-    y = rng.integers(0, 2, size=500)
-    s = np.round(y + rng.normal(size=500), 2)  # with ties
-    for target in (0.8, 0.9, 0.95, 0.99):
-        t = threshold_for_sensitivity(y, s, target)
-        assert np.mean(s[y == 1] >= t) >= target
-        higher = s[s > t].min()
-        assert np.mean(s[y == 1] >= higher) < target
-        assert spared_fraction(y, s, t) == pytest.approx(np.mean(s[y == 0] < t))
 
 
 # --------------------------------------------------------------------------- formatting
@@ -370,3 +351,23 @@ def test_formatting():
     assert format_mean_sd([0.9, np.nan, 0.92, 0.94]) == "0.920 ± 0.020 (3 of 4 folds)"
     assert format_mean_sd([0.714, np.nan, np.nan]) == "0.714 (1 of 3 folds)"
     assert format_mean_sd([np.nan, np.nan]) == "undefined on every fold"
+
+
+def test_threshold_for_sensitivity_achieves_target_and_is_highest():
+    rng = np.random.default_rng(12)
+    y = rng.integers(0, 2, size=500)
+    s = np.round(y + rng.normal(size=500), 2)  # with ties
+    for target in (0.8, 0.9, 0.95, 0.99):
+        t = threshold_for_sensitivity(y, s, target)
+        assert np.mean(s[y == 1] >= t) >= target
+        higher = s[s > t].min()
+        assert np.mean(s[y == 1] >= higher) < target
+
+
+def test_threshold_for_sensitivity_hand_example():
+    y = np.array([1, 1, 1, 1, 0, 0, 0, 0])
+    s = np.array([0.9, 0.8, 0.6, 0.3, 0.7, 0.4, 0.2, 0.1])
+    assert threshold_for_sensitivity(y, s, 0.75) == 0.6  # 3/4 positives >= 0.6; at 0.7 only 2/4
+    assert threshold_for_sensitivity(y, s, 0.95) == 0.3  # needs all four positives
+    assert threshold_for_sensitivity(y, s, 0.5) == 0.8
+    assert threshold_for_sensitivity(y, s, 1.0) == 0.3

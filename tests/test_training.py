@@ -169,8 +169,9 @@ def test_run_folder_contents(study):
     assert 0 <= m["test"]["auc"] <= 1 and m["epochs_run"] >= 1
     p = pd.read_csv(d / "predictions.csv")
     assert {"subject_id", "image_path", "fold", "split", "y", "prob"} <= set(p.columns)
-    ck = torch.load(d / "checkpoint.pt", weights_only=False)
-    assert "state_dict" in ck and ck["n_clinical"] > 0
+    model = json.loads((d / "model.json").read_text())  # the model as data: no pickle
+    assert model["kind"] == "network" and model["n_clinical"] > 0
+    assert (d / "weights.safetensors").is_file() and not list(d.glob("*.pt"))
     # a changed training setting gives another run id
     other = open_study("smoke", study.cohort.root, device="cpu", seed=0,
                        output_dir=study.outputs.root, image_size=32, clinical_epochs=7)

@@ -1,7 +1,7 @@
 """A cohort through the data contract (data/README.md): load it, validate it, summarise it.
 
 A cohort is a folder with ``cohort.csv`` (one row per image) and ``cohort.yaml`` (what the
-columns mean). :func:`validate_cohort` runs every check of :mod:`phyllodes.contract` over all
+columns mean). :func:`validate_cohort` runs every check of :mod:`phyllodes.data.contract` over all
 stages (YAML, CSV structure, values, images, classes) and returns one
 :class:`ValidationReport`; :func:`load_cohort` raises one :class:`CohortError` listing every
 problem with its file, line and column and how to fix it, or returns the :class:`Cohort`.

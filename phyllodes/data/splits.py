@@ -57,7 +57,7 @@ def load_splits(path: Path | str, cohort: Cohort) -> pd.DataFrame:
     try:
         df = pd.read_csv(path, dtype={"subject_id": str}, skipinitialspace=True)
     except FileNotFoundError:
-        raise SplitsError(f"{path}: file not found; make it with phyllodes.splits.make_splits "
+        raise SplitsError(f"{path}: file not found; make it with phyllodes.data.splits.make_splits "
                           "(notebook 01 writes it)") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
         raise SplitsError(f"{path}: not a readable CSV ({type(e).__name__}: "

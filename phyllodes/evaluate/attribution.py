@@ -1,7 +1,7 @@
 """Statistics of explanations, on plain arrays: how much of a map lies on the lesion (energy
 inside the mask, pointing game, with bootstrap and Wilson CIs) and how much of a multimodal
 prediction the image carries (the Shapley share with a subject-bootstrap CI). No model is run
-here: :mod:`phyllodes.explain` computes the maps and attributions, the report formats these.
+here: :mod:`phyllodes.explain.maps` computes the maps and attributions, the report formats these.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def image_share_ci(phi_img: ArrayLike, phi_clin: ArrayLike, groups: ArrayLike | 
                    n_boot: int = 2000, seed: int = 0, alpha: float = 0.05) -> dict:
     """Percentile bootstrap CI of :func:`image_share`, resampling whole subjects (``groups``).
 
-    Uses the cluster resampling of :mod:`phyllodes.stats`. Returns ``estimate``, ``low``,
+    Uses the cluster resampling of :mod:`phyllodes.evaluate.stats`. Returns ``estimate``, ``low``,
     ``high``, ``se`` and ``n_boot_valid``.
     """
     a = np.abs(np.asarray(phi_img, dtype=float).ravel())

@@ -1,7 +1,7 @@
 """Comparing cross-validated models: subject-level predictions, metric tables, calibration and
 clinical-utility computations.
 
-Everything here works on the predictions of :func:`phyllodes.runs.load_predictions` (one row
+Everything here works on the predictions of :func:`phyllodes.train.runs.load_predictions` (one row
 per image and run) and looks at subject-level, out-of-fold test results (a subject's
 probability is the mean over its images). Anything fit — a recalibration map, an operating
 threshold — is fit on a fold's inner-validation subjects (``split == 'val'``) and applied to

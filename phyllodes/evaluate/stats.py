@@ -36,7 +36,6 @@ __all__ = [
     "net_benefit_treat_all",
     "decision_curve",
     "threshold_for_sensitivity",
-    "spared_fraction",
     "format_ci",
     "format_mean_sd",
 ]
@@ -423,14 +422,6 @@ def threshold_for_sensitivity(y_true, y_score, target: float = 0.95) -> float:
     return float(thr[np.argmax(tpr >= target - 1e-12)])
 
 
-def spared_fraction(y_true, y_score, threshold: float) -> float:
-    """Share of negatives (benign) with score < threshold, i.e. excisions avoided."""
-    y = binary_labels(y_true)
-    s = _scores(y_score, y.shape[0])
-    neg = s[y == 0]
-    if neg.size == 0:
-        raise ValueError("no negatives: spared fraction undefined")
-    return float(np.mean(neg < threshold))
 
 
 # --------------------------------------------------------------------------- formatting

@@ -1,7 +1,7 @@
 """Explaining the image + clinical model: CAMs, their validation, and modality contributions.
 
 Class activation maps come from ``pytorch-grad-cam`` unchanged (Score-CAM and Grad-CAM++);
-this module only adapts :class:`~phyllodes.models.PhyllodesNet` to it:
+this module only adapts :class:`~phyllodes.models.network.PhyllodesNet` to it:
 
 * :class:`ImageBranchWrapper` makes the two-input network a one-input network (the subject's
   clinical vector held fixed) returning logits of shape (B, 1), so the CAM target is
@@ -14,7 +14,7 @@ lesion, pointing game); here: the model-randomisation sanity check of Adebayo et
 (:func:`randomisation_check`), the modality contribution as exact two-player Shapley values
 (:func:`modality_shapley`; their share: :mod:`phyllodes.evaluate.attribution`) with an independent
 ablation estimate (:func:`modality_ablation_auc`), grouped permutation importance of clinical
-features (:func:`permutation_importance_oof`). Their figures are in :mod:`phyllodes.figures`.
+features (:func:`permutation_importance_oof`). Their figures are in :mod:`phyllodes.report.figures`.
 
 Conventions: images are float grayscale in [0, 1], shape (N, 1, H, W) (or (N, H, W)); clinical
 vectors are the preprocessed (N, F) matrix the model was trained on; masks are boolean (N, H, W)

@@ -42,7 +42,7 @@ def create_encoder(name: str, pretrained: bool = True, weights: str | Path | Non
     variant = lite_variant(name)
     if variant is not None and pretrained and weights is None:
         return pretrained_lite_model(variant, num_classes=0)
-    # EfficientNet-Lite: the TensorFlow-equivalent timm variant (see phyllodes.pretrained)
+    # EfficientNet-Lite: the TensorFlow-equivalent timm variant (see phyllodes.models.pretrained)
     name_for_timm = timm_name(variant) if variant is not None else name
     if weights is not None:
         model = timm.create_model(name_for_timm, pretrained=False, num_classes=0, **kw)
@@ -158,7 +158,7 @@ def resolve_pretrained(name: str, mode: str | bool) -> bool:
 def freeze_encoder_fraction(encoder: nn.Module, fraction: float) -> int:
     """Freeze the first ``fraction`` of the encoder's parameter tensors (in forward order for
     timm models): they get no gradient and their BatchNorm layers stay in eval mode. Returns
-    the number of frozen tensors. Used by the CPU profile to fine-tune only the later stages."""
+    the number of frozen tensors (the ``freeze_fraction`` setting; no profile uses it now)."""
     if fraction <= 0:
         return 0
     params = list(encoder.parameters())
@@ -202,7 +202,7 @@ def truncate_after_stage(encoder: nn.Module, stage: int) -> int:
 def prefix_modules(encoder: nn.Module, stages: int) -> tuple[nn.Module, ...]:
     """An EfficientNet's stem and first ``stages`` stages, in order: the frozen, cacheable
     prefix (frozen by :func:`freeze_stages`, run by :meth:`PhyllodesNet.encode_prefix`,
-    digested by :func:`phyllodes.views.prefix_digest`)."""
+    digested by :func:`phyllodes.train.views.prefix_digest`)."""
     return (encoder.conv_stem, encoder.bn1, *encoder.blocks[:stages])
 
 

@@ -1,10 +1,10 @@
-"""Benchmark: is training bound by model compute? ``python -m phyllodes.bench --help``.
+"""Benchmark: is training bound by model compute? ``python -m phyllodes.ops.bench --help``.
 
 On the same cached image tensor and the same model it measures
 
 (a) the bare model: forward + backward + optimiser step on one fixed, pre-made batch
     (images/s) — the ceiling set by model compute;
-(b) the full training pipeline: :meth:`phyllodes.training.Trainer.epoch` — class-aware
+(b) the full training pipeline: :meth:`phyllodes.train.trainer.Trainer.epoch` — class-aware
     sampling, slicing the uint8 cache, conversion, augmentation, the clinical branch, loss,
     schedule and bookkeeping (images/s);
 
@@ -104,7 +104,7 @@ def stage_times(profile: str, cohort: str, device: str, only: list[str] | None =
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m phyllodes.bench", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m phyllodes.ops.bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="quick", choices=sorted(PROFILES))
     ap.add_argument("--cohort", default="breast-lesions-usg")
@@ -119,11 +119,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stages", action="store_true", help="also time every notebook")
     ap.add_argument("--only", default="", help="with --stages: notebook numbers, e.g. 01,02")
     ap.add_argument("--json", default="", help="write the results to this file too")
+    ap.add_argument("--set", dest="settings", action="append", default=[],
+                    metavar="NAME=VALUE", help="a profile setting (repeatable)")
     ap.add_argument("--output", default="", help="output root of the study's folds (default: "
                     "the repository; --stages always runs into a temporary folder)")
     args = ap.parse_args(argv)
+    from phyllodes.profiles import parse_settings
     r = measure(args.profile, args.cohort, args.device, args.modality, args.model, args.steps,
-                repeats=args.repeats, precision=args.precision, output_dir=args.output)
+                repeats=args.repeats, precision=args.precision, output_dir=args.output,
+                **parse_settings(args.settings))
     print(f"profile {r['profile']} · {r['model']} · {r['image_size']} px · batch "
           f"{r['batch_size']} · {r['device']} ({r['machine']})")
     print(f"(a) bare model (forward+backward+step): {r['bare_model_images_per_s']:8.1f} images/s")

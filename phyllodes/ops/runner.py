@@ -73,8 +73,7 @@ def run_notebooks(profile: str, cohort: str, device: str = "auto", seed: int = 0
     if output is None:
         output = paths.ROOT / "executed" / "smoke-output" if profile == "smoke" else paths.ROOT
     output = Path(output).resolve()
-    executed = output / "executed" / profile
-    executed.mkdir(parents=True, exist_ok=True)
+    executed = paths.Outputs.at(output).executed(profile)
     params = {"profile": profile, "cohort": str(cohort), "device": device, "seed": seed,
               "output_dir": str(output), **(extra_parameters or {})}
     if settings:

@@ -95,9 +95,6 @@ ARTIFACTS: tuple[Artifact, ...] = (
                        "report.tables.table9_recipe_ablation"), needs_clinical=True),
 )
 
-SPLITS_FILE = "tables/{c}/splits_{k}fold_seed{s}.csv"
-
-
 def builder(qualified: str):
     """The function a ``built_by`` entry names (``module.function`` inside phyllodes)."""
     module, func = qualified.rsplit(".", 1)

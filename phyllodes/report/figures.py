@@ -3,9 +3,9 @@
 The builders are named like the files they make (``fig8_clinical_importance`` writes
 ``figures/<cohort>/fig8_clinical_importance.*``; :func:`roc_curves` makes the three ROC
 figures, :func:`forest_plot` Figure 4 and the ablation's);
-README.md's artifact map and :data:`phyllodes.artifacts.ARTIFACTS` name the builder of each.
+README.md's artifact map and :data:`phyllodes.report.artifacts.ARTIFACTS` name the builder of each.
 :func:`save_figure` writes every figure as PNG (300 dpi) and PDF. All share one style
-(:mod:`phyllodes.style`): print widths (3.5 in for one column), a colour-blind-safe palette with
+(:mod:`phyllodes.report.style`): print widths (3.5 in for one column), a colour-blind-safe palette with
 one colour per model across figures, legends below the axes, never over the data.
 """
 
@@ -276,7 +276,7 @@ def fig7_modality_share(share: float | Mapping[str, float],
 
 
 def fig8_clinical_importance(df: pd.DataFrame) -> plt.Figure:
-    """Horizontal bars of :func:`phyllodes.explain.permutation_importance_oof` (mean AUC drop
+    """Horizontal bars of :func:`phyllodes.explain.maps.permutation_importance_oof` (mean AUC drop
     ± SD)."""
     d = df.sort_values("auc_drop_mean")
     fig, ax = style.figure(style.SINGLE, 0.9 + 0.2 * len(d))

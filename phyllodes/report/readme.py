@@ -64,8 +64,9 @@ def results_markdown() -> str:
     by_all = t3c.set_index("modality")["AUC (pooled, 95% CI)"]
     for _, r in t3.iterrows():
         paper = r["paper AUC (MGH phyllodes)"] or "—"
-        other = by_all.get(r["modality"], "—") if r["modality"] != "image" and \
-            "image baseline" not in r["modality"] else "(same: no clinical input)"
+        other = ("(same: the reader's category)" if r["modality"] == "reader" else
+                 by_all.get(r["modality"], "—") if r["modality"] != "image" and
+                 "image baseline" not in r["modality"] else "(same: no clinical input)")
         rows.append(f"| {r['modality']}: `{r['model']}` | {r['AUC (pooled, 95% CI)']} | "
                     f"{r['AUC (fold mean ± SD)']} | {paper} | {other} |")
     labels = t3.set_index("modality")["model"]

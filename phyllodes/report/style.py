@@ -5,7 +5,7 @@
 * :data:`PALETTE` is Okabe & Ito's colour-blind-safe set (Color Universal Design, 2008); models
   keep their colour across figures through :func:`colour_of`.
 * :func:`legend_outside` puts a legend below the axes, never over the data.
-* :func:`figure` makes a figure of the study's style; builders in :mod:`phyllodes.figures`
+* :func:`figure` makes a figure of the study's style; builders in :mod:`phyllodes.report.figures`
   call it instead of ``plt.subplots``.
 """
 

@@ -2,7 +2,7 @@
 
 The builders are named like the files they make (``table2_encoder_comparison`` writes
 ``tables/<cohort>/table2_encoder_comparison.*``); README.md's artifact map and
-:data:`phyllodes.artifacts.ARTIFACTS` name the builder of each. :func:`write_table` writes every
+:data:`phyllodes.report.artifacts.ARTIFACTS` name the builder of each. :func:`write_table` writes every
 table as CSV, Markdown and LaTeX; :func:`write_record` writes what a notebook measured (JSON),
 with the provenance of the result (profile, seed, commit).
 """

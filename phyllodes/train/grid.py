@@ -1,13 +1,13 @@
 """A grid of runs, executed locally (in this process, one after the other) or on Ray.
 
 :func:`grid_specs` lists the runs of a grid; :func:`run_grid` executes them, skipping finished
-ones. Both executors plan every run with :func:`phyllodes.runs.planned_run` and train it with
-:func:`phyllodes.runs.execute_run`, so they write the same run folders.
+ones. Both executors plan every run with :func:`phyllodes.train.runs.planned_run` and train it with
+:func:`phyllodes.train.runs.execute_run`, so they write the same run folders.
 
 Ray (``executor="ray"``) spreads the runs over a cluster, losing nothing when a worker dies.
 Each run is one Ray task asking for one GPU when the cluster has GPUs, else ``cpus_per_run``
 CPUs. The task rebuilds the study from its files (cohort folder, splits file, profile) and
-calls :func:`phyllodes.runs.execute_run`, which writes the run's folder under the shared
+calls :func:`phyllodes.train.runs.execute_run`, which writes the run's folder under the shared
 output root — the same files the local executor writes, so the notebooks' tables read them
 whichever executor ran them. Finished runs are found before anything is submitted and never
 recomputed. A run that raises, or whose worker process dies, is retried up to

@@ -3,18 +3,28 @@
 A run is (modality, model, fusion, fold, seed) under a profile's settings on a cohort. Its id
 hashes everything that changes its result: the spec, the profile's ``result`` settings that
 apply to it (declared on the Profile fields), the recipe version
-(:data:`phyllodes.training.RECIPE_VERSION`), the cohort's fingerprint, the folds, the image
+(:data:`phyllodes.train.trainer.RECIPE_VERSION`), the cohort's fingerprint, the folds, the image
 cache key and the encoder weights file's digest. So a changed setting or a new training recipe
 never reuses an old run. Each run writes ``results/<cohort>/runs/<run_id>/`` with
 ``config.json`` (also the resolved profile, the git commit and the environment, which are not
 hashed), ``history.csv``, ``predictions.csv`` (one row per image: subject, fold, split, label,
-probability), ``checkpoint.pt`` and, last, ``metrics.json``. A run folder is written under a
-temporary name and renamed when complete, so a folder with ``metrics.json`` is a finished run:
-it is skipped when asked again (never overwritten unless ``overwrite=True``), and a grid
-interrupted after k runs resumes at run k + 1.
+probability), the model as data — ``model.json`` and, for a network, ``weights.safetensors``
+— and, last, ``metrics.json``. A run folder is written under a temporary name and renamed when
+complete, so a folder with ``metrics.json`` is a finished run: it is skipped when asked again
+(never overwritten unless ``overwrite=True``), and a grid interrupted after k runs resumes at
+run k + 1.
+
+No pickle is written or read, so a run folder can be handed over and opened safely:
+``weights.safetensors`` holds a network's weights (safetensors: tensors only) and
+``model.json`` the spec, the settings that rebuild the network, ``n_clinical`` and the clinical
+encoder as data (:meth:`phyllodes.data.clinical.ClinicalEncoder.to_json`); a logistic
+regression (classical ``logreg``, or the linear probe's standardised one) is written there as
+its coefficients, and a tree ensemble is not stored (its ``predictions.csv`` is what the tables
+read). :func:`load_run_model` reloads a network from these two files only; a folder from
+before this format (a pickled ``checkpoint.pt``) is refused, never unpickled: recompute it.
 
 :func:`planned_run` is the one planner (image key → config → id → folder → finished?), used by
-:func:`execute_run` and by every executor of :mod:`phyllodes.grid`.
+:func:`execute_run` and by every executor of :mod:`phyllodes.train.grid`.
 """
 
 from __future__ import annotations
@@ -29,8 +39,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterable
 
+import numpy as np
 import pandas as pd
-import torch
+from safetensors.torch import load_file, save_file
 
 from phyllodes.data.clinical import ClinicalEncoder
 from phyllodes.evaluate.metrics import binary_metrics, subject_level
@@ -142,6 +153,66 @@ def run_metrics(preds: pd.DataFrame) -> dict:
             "n_test_subjects": int(len(test)), "n_val_subjects": int(len(val))}
 
 
+#: the run folder's model description (JSON) and network weights (safetensors)
+MODEL_FILE, WEIGHTS_FILE = "model.json", "weights.safetensors"
+#: the model file format (``model.json``'s ``format_version``)
+MODEL_FORMAT = 1
+#: the pickled files of earlier run folders: never loaded (unpickling runs code)
+PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".joblib")
+
+
+class UnsafeRunFolderError(RuntimeError):
+    """A run folder whose model is only a pickle (written before ``model.json``)."""
+
+
+def _linear_model_data(clf) -> dict | str:
+    """A logistic regression, or a StandardScaler + LogisticRegression pipeline, as data; a
+    note for a model that is not stored (a tree ensemble)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+    scaler = None
+    if isinstance(clf, Pipeline):
+        steps = [s for _, s in clf.steps]
+        if len(steps) == 2 and isinstance(steps[0], StandardScaler):
+            scaler, clf = steps
+    if not isinstance(clf, LogisticRegression):
+        from sklearn.ensemble import BaseEnsemble
+        what = "tree ensemble" if isinstance(clf, BaseEnsemble) else type(clf).__name__
+        return f"not stored: {what}; predictions.csv holds its predictions"
+    data = {"type": "logistic_regression", "coef": np.asarray(clf.coef_).tolist(),
+            "intercept": np.asarray(clf.intercept_).tolist(),
+            "classes": np.asarray(clf.classes_).tolist(),
+            # float32 when fit on float32 vectors: restored as such, so predictions are exact
+            "dtype": str(np.asarray(clf.coef_).dtype)}
+    if scaler is not None:
+        data = {"type": "standardised_logistic_regression",
+                "scaler": {"mean": np.asarray(scaler.mean_).tolist(),
+                           "scale": np.asarray(scaler.scale_).tolist()},
+                **{k: v for k, v in data.items() if k != "type"}}
+    return data
+
+
+def model_record(spec: RunSpec, config: dict, out: RunOutput
+                 ) -> tuple[dict, dict | None]:
+    """What ``model.json`` holds for a run, and the network weights (None without one)."""
+    enc = out.extra.get("clinical_encoder")
+    record = {"format_version": MODEL_FORMAT, "spec": spec.to_dict(),
+              "settings": config["settings"], "run_id": config["run_id"],
+              "clinical_encoder": enc.to_json() if enc is not None else None}
+    if not spec.is_network:  # a scikit-learn model: classical clinical, or a linear probe
+        record["kind"] = "sklearn"
+        record["model"] = _linear_model_data(out.extra["sklearn_model"])
+        if "probe_C" in out.extra:
+            record["probe"] = {"C": out.extra["probe_C"], "taps": out.extra["probe_taps"]}
+        return record, None
+    record.update(kind="network", n_clinical=int(out.extra["n_clinical"]),
+                  weights=WEIGHTS_FILE)
+    # own, contiguous CPU tensors (safetensors refuses shared or strided storage)
+    weights = {k: v.detach().cpu().contiguous().clone() for k, v in out.state.items()}
+    return record, weights
+
+
 def write_run(plan: PlannedRun, out: RunOutput, study: Study, overwrite: bool = False) -> Path:
     """Write a trained run atomically (temporary folder renamed when complete)."""
     spec, rid, final = plan.spec, plan.run_id, plan.run_dir
@@ -153,14 +224,10 @@ def write_run(plan: PlannedRun, out: RunOutput, study: Study, overwrite: bool = 
     (tmp / "config.json").write_text(json.dumps(config, indent=2))
     out.predictions.assign(run_id=rid).to_csv(tmp / "predictions.csv", index=False)
     pd.DataFrame(out.history).to_csv(tmp / "history.csv", index=False)
-    ckpt = {"spec": spec.to_dict(), "config": config,
-            "clinical_encoder": out.extra.get("clinical_encoder")}
-    if not spec.is_network:  # a scikit-learn model: classical clinical, or a linear probe
-        ckpt["sklearn_model"] = out.extra["sklearn_model"]
-    else:
-        ckpt["state_dict"] = out.state
-        ckpt["n_clinical"] = out.extra["n_clinical"]
-    torch.save(ckpt, tmp / "checkpoint.pt")
+    model, weights = model_record(spec, config, out)
+    if weights is not None:
+        save_file(weights, tmp / WEIGHTS_FILE)
+    (tmp / MODEL_FILE).write_text(json.dumps(model, indent=2))
     metrics = {"run_id": rid, **run_metrics(out.predictions), "best_epoch": out.best_epoch,
                "epochs_run": len(out.history), "seconds": round(out.seconds, 2),
                "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -185,15 +252,81 @@ def execute_run(study: Study, spec: RunSpec, overwrite: bool = False,
     return write_run(plan, out, study, overwrite)
 
 
+def _refuse_pickles(run_dir: Path) -> None:
+    """No ``model.json``: explain a pickled checkpoint of an earlier version (never load it)."""
+    pickles = sorted(p.name for p in run_dir.iterdir()
+                     if p.is_file() and p.suffix.lower() in PICKLE_SUFFIXES)
+    if pickles:
+        raise UnsafeRunFolderError(
+            f"{run_dir}: {', '.join(pickles)} is a pickled checkpoint (torch.save) written "
+            f"before run folders held {MODEL_FILE} + {WEIGHTS_FILE}. Pickles are not loaded: "
+            "loading one executes whatever code it contains. The run must be recomputed: "
+            "delete this folder and run ./run_all.sh (it recomputes missing runs), or just "
+            "delete the folder.")
+    raise FileNotFoundError(f"{run_dir}: no {MODEL_FILE}: not a finished run folder (recompute "
+                            "it with ./run_all.sh, or delete the folder)")
+
+
+def read_model_record(run_dir: Path) -> dict:
+    """A run's ``model.json`` (refused with a clear error for a pickle-only folder)."""
+    run_dir = Path(run_dir)
+    path = run_dir / MODEL_FILE
+    if not path.is_file():
+        _refuse_pickles(run_dir)
+    record = json.loads(path.read_text())
+    if record.get("format_version") != MODEL_FORMAT:
+        raise ValueError(f"{path}: model format {record.get('format_version')!r}, this code "
+                         f"reads {MODEL_FORMAT}: recompute the run")
+    return record
+
+
 def load_run_model(run_dir: Path) -> tuple[PhyllodesNet, ClinicalEncoder, dict]:
-    """The trained network of a finished run (eval mode), its clinical encoder and config."""
-    ck = torch.load(Path(run_dir) / "checkpoint.pt", map_location="cpu", weights_only=False)
-    cfg = ck["config"]
-    spec = RunSpec(**ck["spec"])
-    model = build_model(spec, {**cfg["settings"], "freeze_fraction": 0.0}, ck["n_clinical"],
-                        pretrained=False)
-    model.load_state_dict(ck["state_dict"])
-    return model.eval(), ck["clinical_encoder"], cfg
+    """The trained network of a finished run (eval mode), its clinical encoder and config.
+
+    Reads ``model.json`` and ``weights.safetensors`` only (no pickle is ever loaded)."""
+    run_dir = Path(run_dir)
+    record = read_model_record(run_dir)
+    if record["kind"] != "network":
+        raise ValueError(f"{run_dir}: a scikit-learn run ({record['spec']['model']}) has no "
+                         "network to load (see load_linear_model)")
+    spec = RunSpec(**record["spec"])
+    model = build_model(spec, {**record["settings"], "freeze_fraction": 0.0},
+                        record["n_clinical"], pretrained=False)
+    model.load_state_dict(load_file(run_dir / record["weights"], device="cpu"))
+    enc = record["clinical_encoder"]
+    cfg = json.loads((run_dir / "config.json").read_text())
+    return model.eval(), (ClinicalEncoder.from_json(enc) if enc is not None else None), cfg
+
+
+def load_linear_model(run_dir: Path) -> tuple[object, ClinicalEncoder | None, dict]:
+    """The logistic regression of a finished scikit-learn run (classical ``logreg``: on the
+    clinical encoder's vectors; the linear probe: a StandardScaler + LogisticRegression
+    pipeline on the encoder's pooled features) rebuilt from ``model.json``, its clinical
+    encoder (None for the probe) and config. A tree ensemble is not stored: ValueError."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    run_dir = Path(run_dir)
+    record = read_model_record(run_dir)
+    data = record.get("model")
+    if record["kind"] != "sklearn" or not isinstance(data, dict):
+        raise ValueError(f"{run_dir}: no linear model stored ({data or record['kind']})")
+    lr = LogisticRegression()
+    dtype = np.dtype(data.get("dtype", "float64"))
+    lr.coef_ = np.asarray(data["coef"], dtype=dtype)
+    lr.intercept_ = np.asarray(data["intercept"], dtype=dtype)
+    lr.classes_ = np.asarray(data["classes"])
+    lr.n_features_in_ = lr.coef_.shape[1]
+    clf = lr
+    if data["type"] == "standardised_logistic_regression":
+        scaler = StandardScaler()
+        scaler.mean_ = np.asarray(data["scaler"]["mean"], dtype=np.float64)
+        scaler.scale_ = np.asarray(data["scaler"]["scale"], dtype=np.float64)
+        scaler.n_features_in_ = len(scaler.mean_)
+        clf = make_pipeline(scaler, lr)
+    enc = record["clinical_encoder"]
+    cfg = json.loads((run_dir / "config.json").read_text())
+    return clf, (ClinicalEncoder.from_json(enc) if enc is not None else None), cfg
 
 
 def load_predictions(run_dirs: Iterable[Path]) -> pd.DataFrame:

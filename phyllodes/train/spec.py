@@ -32,7 +32,7 @@ class RunSpec:
 
     @property
     def is_probe(self) -> bool:
-        """The frozen-encoder linear probe of an image encoder (phyllodes.probe)."""
+        """The frozen-encoder linear probe of an image encoder (phyllodes.train.probe)."""
         return self.modality == "image" and is_probe(self.model)
 
     @property

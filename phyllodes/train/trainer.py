@@ -4,7 +4,7 @@ Protocol of every run (no leakage by construction):
 
 1. The outer fold's test subjects are set aside; the remaining training subjects are split,
    stratified and by subject, into inner-training and inner-validation subjects
-   (:func:`phyllodes.splits.inner_split`).
+   (:func:`phyllodes.data.splits.inner_split`).
 2. The clinical preprocessor is fit on the inner-training subjects only.
 3. Image networks with ``lp_init`` (LP-FT): the linear image head and its feature
    standardisation start as a logistic regression on the frozen pretrained features of the
@@ -14,7 +14,7 @@ Protocol of every run (no leakage by construction):
 4. Each epoch draws the inner-training images: once each, shuffled (``sampler='shuffle'``), or
    class-aware (as many draws as images, with replacement, weight 1 / images of the class).
    With ``cache_views`` an image's input is one of its K cached augmented views of the frozen
-   prefix (:mod:`phyllodes.views`); else the image, augmented on the fly.
+   prefix (:mod:`phyllodes.train.views`); else the image, augmented on the fly.
 5. AdamW with one learning rate for the encoder and another for the clinical branch and heads;
    linear warm-up then cosine decay, stepped per batch.
 6. ``stopping='fixed'``: every epoch is trained and the last weights kept; ``'early'``: the
@@ -26,7 +26,7 @@ Protocol of every run (no leakage by construction):
    left-right flip (``tta_flip``) and K augmented views (``tta_views``; the cached views, or
    views drawn with the fixed ``TTA_SEED``). The augmentation is label-free and fit on nothing.
 
-Images are decoded once per run set (:mod:`phyllodes.images`) and live on the device as uint8;
+Images are decoded once per run set (:mod:`phyllodes.data.images`) and live on the device as uint8;
 batches are sliced from that tensor (or from the view cache) as one tensor — no per-sample
 Python in the loop. bf16 autocast on CUDA. Seeded: on the CPU the same seed gives the same
 predictions.
@@ -144,7 +144,7 @@ def train_classical(cohort: Cohort, parts: dict, spec: RunSpec) -> RunOutput:
 
 def train_probe(study: Study, parts: dict, spec: RunSpec,
                 encoder_weights: str | None = None) -> RunOutput:
-    """The frozen-encoder linear probe of ``spec.encoder`` on one fold (phyllodes.probe)."""
+    """The frozen-encoder linear probe of ``spec.encoder`` on one fold (phyllodes.train.probe)."""
     t0 = time.perf_counter()
     cohort, profile = study.cohort, study.profile
     rows = {k: _rows(cohort, v) for k, v in parts.items()}
@@ -188,10 +188,10 @@ def autocast_dtype(profile: Profile, device: str) -> torch.dtype | None:
 class Trainer:
     """One run's model, optimiser, schedule, sampler and device tensors.
 
-    :meth:`epoch` is the training hot path (also what :mod:`phyllodes.bench` measures): it
+    :meth:`epoch` is the training hot path (also what :mod:`phyllodes.ops.bench` measures): it
     draws the epoch's sample once, then per batch either slices the uint8 images on the device
     and augments them as one tensor (end to end), or gathers one cached augmented view of the
-    frozen prefix per image (``cache_views``, :mod:`phyllodes.views`), and steps the model.
+    frozen prefix per image (``cache_views``, :mod:`phyllodes.train.views`), and steps the model.
     """
 
     def __init__(self, study: Study, parts: dict, spec: RunSpec,

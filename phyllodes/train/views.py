@@ -3,12 +3,12 @@
 With the stem and first stages of an EfficientNet frozen (``frozen_stages``), their output does
 not depend on the fold: :func:`view_cache` computes it for every image of the cohort — the
 clean image, its left-right flip (for flip TTA and the linear-probe initialisation) and K
-augmented views (:func:`phyllodes.images.augment`, one fixed generator seed) — and every fold,
+augmented views (:func:`phyllodes.data.images.augment`, one fixed generator seed) — and every fold,
 modality and fusion of a study reuses it. Training then draws, for each image and epoch, one of
 its K views and runs only the trainable stages. Nothing is fit and the augmentation is
 label-free, so sharing it across folds leaks nothing.
 
-The prefix runs in the run's training precision (:func:`phyllodes.training.autocast_dtype`):
+The prefix runs in the run's training precision (:func:`phyllodes.train.trainer.autocast_dtype`):
 bf16 on a CUDA device, fp32 on a CPU unless the profile asks for bf16. bf16 would be about 2.5x
 faster for this pass on a CPU with AVX-512 BF16 (12 s instead of 28 s for Lite0, 252 images,
 K = 16, 128 px, 2 cores), but its rounding depends on the CPU's bf16 support, and the committed

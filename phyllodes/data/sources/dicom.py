@@ -3,7 +3,8 @@
 ``python -m phyllodes import-dicom --source EXPORT --clinical SHEET --mapping MAP.yaml
 --out data/private/NAME`` reads every file under EXPORT and writes a cohort folder
 (``cohort.csv``, ``cohort.yaml``, ``images/``, ``import_report.json`` and ``.md``) that passes
-:func:`phyllodes.cohort.load_cohort`. data/README.md ("Importing a hospital DICOM export") is the
+:func:`phyllodes.data.cohort.load_cohort`. data/README.md ("Importing a hospital DICOM export") is
+the
 user's guide; in short:
 
 * every file under the source is accounted for: imported, or skipped with a reason;
@@ -24,7 +25,7 @@ user's guide; in short:
 * the clinical spreadsheet (CSV or Excel) is joined on PatientID or AccessionNumber and mapped
   to the contract by a small YAML file (``--write-mapping-template`` writes one); age is
   computed from dates and the dates are dropped;
-* the written cohort is checked by :func:`phyllodes.cohort.load_cohort`; its problems, if
+* the written cohort is checked by :func:`phyllodes.data.cohort.load_cohort`; its problems, if
   any, are in the report (and the command exits with status 2);
 * before the cohort is moved into place, every output file is searched for every identifier
   that was read (names, ids, accession numbers, dates in several spellings, institution,
@@ -288,6 +289,9 @@ class Feature:
     values: dict[str, str | None] | None = None  # casefolded spreadsheet value -> kept value
     scale: float | None = None
     from_dates: tuple[str, str] | None = None  # (birth, exam): a column or dicom:<tag>
+    #: a reader reference (cohort.yaml 'references': type, order, positive_from, ...), not a
+    #: feature: copied like a categorical column, declared as a reference, never an input
+    reference: dict | None = None
 
 
 @dataclass
@@ -338,6 +342,7 @@ class ColumnMapping:
 
 MAPPING_KEYS = {"join", "patient_id_column", "accession_column", "sheet", "label",
                 "positive_labels", "negative_labels", "numeric", "categorical", "missing_values",
+                "references",
                 "date_format", "description", "citation", "license"}
 DICOM_DATES = ("dicom:PatientBirthDate", "dicom:StudyDate")
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -397,6 +402,7 @@ def read_mapping(path: Path | str) -> ColumnMapping:
             continue
         for name, spec in block.items():
             feats.append(_feature(str(name), kind, spec, path, p))
+    feats += _references(raw.get("references"), path, p)
     names = [f.name for f in feats]
     for n in sorted({n for n in names if names.count(n) > 1}):
         p.append(f"{path}: feature '{n}' is declared twice")
@@ -436,6 +442,36 @@ def _value_map(v: Any, where: str, p: list[str]) -> dict[str, str | None] | None
         p.append(f"{where} must map spreadsheet values to kept values, e.g. {{Benign: benign}}")
         return None
     return {_cell(k).casefold(): (None if x is None else str(x)) for k, x in v.items()}
+
+
+REFERENCE_SPEC_KEYS = ("type", "order", "positive_from", "aggregate", "label")
+
+
+def _references(block: Any, path: Path, p: list[str]) -> list[Feature]:
+    """The mapping's reader references, e.g. ``references: {birads: {column: 'US BI-RADS',
+    order: ['2', '3', '4a', '4b', '4c', '5'], positive_from: 4a}}``: a spreadsheet column
+    (``column``, optional ``values`` to recode) copied into cohort.csv under the reference's
+    name and declared in cohort.yaml as a reference (data/README.md), never as a feature."""
+    if block is None:
+        return []
+    if not isinstance(block, dict):
+        p.append(f"{path}: 'references' must map reference names to {{column: ..., order: "
+                 "[...], positive_from: ...}}")
+        return []
+    out = []
+    for name, spec in block.items():
+        if not isinstance(spec, dict) or not spec.get("column"):
+            p.append(f"{path}: references.{name} needs 'column' (the spreadsheet column of the "
+                     "reader's assessment) and, for categories, 'order'")
+            continue
+        f = _feature(str(name), "categorical",
+                     {k: spec[k] for k in ("column", "values") if k in spec}, path, p)
+        extra = set(spec) - {"column", "values", *REFERENCE_SPEC_KEYS}
+        if extra:
+            p.append(f"{path}: references.{name} has unknown key(s) {sorted(extra)}")
+        f.reference = {k: spec[k] for k in REFERENCE_SPEC_KEYS if k in spec}
+        out.append(f)
+    return out
 
 
 def _feature(name: str, kind: str, spec: Any, path: Path, p: list[str]) -> Feature:
@@ -1452,7 +1488,7 @@ class ImportReport:
 
     @property
     def passes_contract(self) -> bool:
-        """Whether :func:`phyllodes.cohort.load_cohort` accepted the written cohort."""
+        """Whether :func:`phyllodes.data.cohort.load_cohort` accepted the written cohort."""
         return bool(self.summary["contract"]["passed"])
 
     def text(self) -> str:
@@ -1584,7 +1620,8 @@ def import_dicom(source: Path | str, clinical: Path | str, out: Path | str,
 
 
 def contract_problems(folder: Path) -> list[str]:
-    """What :func:`phyllodes.cohort.load_cohort` finds wrong with ``folder`` (paths relative)."""
+    """What :func:`phyllodes.data.cohort.load_cohort` finds wrong with ``folder`` (paths
+    relative)."""
     from phyllodes.data.cohort import CohortError, load_cohort
     try:
         load_cohort(folder, check_images=True)
@@ -1851,7 +1888,7 @@ def _ids_csv(rows: list[dict]) -> bytes:
 
 def _cohort_yaml(name: str, m: ColumnMapping, frames: str, without_region: str) -> str:
     desc = m.description or (
-        f"Breast ultrasound imported from a hospital DICOM export by phyllodes.dicom "
+        f"Breast ultrasound imported from a hospital DICOM export by phyllodes.data.sources.dicom "
         f"(frames: {frames}; crop: the 2D tissue region of the Sequence of Ultrasound Regions, "
         f"else --without-region {without_region}; pseudonymous subject ids; clinical values "
         "from the hospital spreadsheet through a column mapping). See import_report.md.")
@@ -1861,10 +1898,13 @@ def _cohort_yaml(name: str, m: ColumnMapping, frames: str, without_region: str) 
         "positive_labels": list(m.positive_labels),
         "negative_labels": list(m.negative_labels),
         "numeric_features": [f.name for f in m.features if f.kind == "numeric"],
-        "categorical_features": [f.name for f in m.features if f.kind == "categorical"],
+        "categorical_features": [f.name for f in m.features
+                                 if f.kind == "categorical" and f.reference is None],
         "missing_values": [""],
         # physical pixel size of each image (for sizes in mm); not a model input
         "unused_columns": ["pixel_size_mm_x", "pixel_size_mm_y"],
+        **({"references": {f.name: f.reference for f in m.features if f.reference is not None}}
+           if any(f.reference is not None for f in m.features) else {}),
         "citation": m.citation or "private hospital data; cite the study that collected it",
         "license": m.license or "private: the institution's data use agreement; do not "
                                 "redistribute",
@@ -1925,7 +1965,10 @@ def _summary(files, table, images_meta, not_imported, ids_without_dicom, join, k
                                 "negative_labels": list(m.negative_labels),
                                 "numeric": [f.name for f in m.features if f.kind == "numeric"],
                                 "categorical": [f.name for f in m.features
-                                                if f.kind == "categorical"],
+                                                if f.kind == "categorical"
+                                                and f.reference is None],
+                                "references": [f.name for f in m.features
+                                               if f.reference is not None],
                                 "ages_from_dates": [f.name for f in m.features
                                                     if f.from_dates]}},
         "counts": counts,
@@ -1957,7 +2000,8 @@ def _report_md(name: str, s: dict) -> str:
     c = s["counts"]
     o = s["options"]
     L = [f"# Import report: {name}", "",
-         "Written by `phyllodes.dicom` (`python -m phyllodes import-dicom`). It holds no "
+         "Written by `phyllodes.data.sources.dicom` (`python -m phyllodes import-dicom`). It "
+         "holds no "
          "identifier: files are named by their index `Fnnnnn` in the sorted source listing, "
          "subjects by their keyed pseudonym. The source paths and patient ids are in the "
          "private report beside the key file, outside this folder.", "",
@@ -1997,8 +2041,8 @@ def _report_md(name: str, s: dict) -> str:
     L += ["", "Read only to check that none of their values reaches this folder: "
           + ", ".join(s["tags_read"]["read_only_to_check_the_output"]) + ".", "",
           "## Data contract", "",
-          ("`phyllodes.cohort.load_cohort` accepts the cohort." if s["contract"]["passed"] else
-           "`phyllodes.cohort.load_cohort` finds these problems (fix the mapping or the "
+          ("`phyllodes.data.cohort.load_cohort` accepts the cohort." if s["contract"]["passed"] else
+           "`phyllodes.data.cohort.load_cohort` finds these problems (fix the mapping or the "
            "spreadsheet and import again):"), *[f"- {p}" for p in s["contract"]["problems"]],
           "", "## Self-check", "",
           f"{s['self_check']['identifiers_searched']} identifier spellings searched in every "

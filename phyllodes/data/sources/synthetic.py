@@ -27,7 +27,8 @@ IMPRESSION = ("2", "3", "4a", "4b", "4c", "5")
 def synthetic_yaml(name: str) -> dict:
     return {
         "name": name,
-        "description": "Synthetic cohort in the MGH phyllodes schema (phyllodes.synthetic).",
+        "description": "Synthetic cohort in the MGH phyllodes schema "
+                       "(phyllodes.data.sources.synthetic).",
         "positive_labels": ["borderline", "malignant"],
         "negative_labels": ["benign"],
         "numeric_features": ["age", "bmi", "tumor_size_mm"],

@@ -1,0 +1,78 @@
+"""The paper's protocol, proven to run before anyone spends GPU hours on it: every notebook in
+the ``paper`` profile — its six encoders end to end, concatenation fusion, frozen BatchNorm,
+LP-FT, flip and 16 augmented test-time views drawn on the fly — on a CPU at a tiny size (64 px,
+one epoch, two folds, random-init weights, a subset of the bundled cohort). What only a GPU
+can exercise (bf16 autocast, channels-last transfers, torch.compile) is in
+scripts/gpu_check.sh."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from phyllodes import paths
+from phyllodes.ops.runner import numbered_notebooks, run_notebooks
+from phyllodes.profiles import get_profile
+
+#: the overrides of the dry run (README "Profiles": the same as ./run_all.sh --set ...)
+DRY_RUN = {"pretrained": "none", "image_size": 64, "epochs": 1, "folds": 2, "patience": 1,
+           "clinical_epochs": 5, "n_boot": 100, "cam_examples": 1, "batch_size": 16}
+
+
+def _subset(dst: Path, n_benign: int = 24, n_malignant: int = 20) -> Path:
+    """The bundled cohort's first subjects of each class, their image and mask files only."""
+    src = paths.DEFAULT_COHORT
+    df = pd.read_csv(src / "cohort.csv", dtype=str, keep_default_na=False)
+    keep = pd.concat([df[df["label"] == "benign"].head(n_benign),
+                      df[df["label"] == "malignant"].head(n_malignant)])
+    dst.mkdir(parents=True)
+    for col in ("image_path", "mask_path"):
+        for rel in keep[col]:
+            if rel:
+                (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(src / rel, dst / rel)
+    keep.to_csv(dst / "cohort.csv", index=False)
+    import yaml
+    cfg = yaml.safe_load((src / "cohort.yaml").read_text())
+    cfg["name"] = "paper-dry-run"
+    (dst / "cohort.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return dst
+
+
+@pytest.mark.slow
+def test_the_paper_profile_runs_every_notebook_with_its_six_encoders(tmp_path):
+    paper = get_profile("paper")
+    assert len(paper.encoders) == 6 and paper.fusion == "concat" and paper.cache_views == 0
+    cohort = _subset(tmp_path / "cohort")
+    out = tmp_path / "out"
+    done = run_notebooks("paper", str(cohort), "cpu", 0, out, settings=DRY_RUN,
+                         extra_parameters={"scorecam_images": 4, "permutation_repeats": 2})
+    assert [d["notebook"] for d in done] == [p.name for p in numbered_notebooks()]
+    res = out / "results" / "paper-dry-run"
+
+    def record(name: str) -> dict:
+        return json.loads((res / f"{name}.json").read_text())
+    rec2 = record("nb02_unimodal_baselines")
+    assert rec2["encoder"] == "convnext_tiny" and rec2["provenance"]["profile"]["name"] == "paper"
+    prof = rec2["provenance"]["profile"]
+    assert {k: prof[k] for k in DRY_RUN} == DRY_RUN  # the overrides are recorded
+    rec4 = record("nb04_encoder_comparison")
+    assert rec4["encoders"] == list(paper.encoders)
+    assert set(rec4["encoder_auc"]) == set(paper.encoders)
+    assert all(0 <= v <= 1 for v in rec4["encoder_auc"].values())
+    rec3 = record("nb03_multimodal_training")
+    assert rec3["encoder"] == "convnext_tiny" and rec3["fusions"] == ["concat", "late", "gated"]
+    rec5 = record("nb05_explainability")
+    assert rec5["cam_shape"][1:] == [64, 64] and rec5["n_folds"] == 2
+    # every run used the paper's end-to-end path: no view cache, 16 augmented TTA views
+    configs = [json.loads(p.read_text()) for p in (res / "runs").glob("*/config.json")]
+    image = [c for c in configs if c["spec"]["modality"] != "clinical"
+             and not c["spec"]["model"].startswith("probe_")]
+    assert image and all(c["settings"]["cache_views"] == 0 and c["settings"]["tta_views"] == 16
+                         and c["settings"]["frozen_bn"] and c["settings"]["lp_init"]
+                         and c["settings"]["image_size"] == 64 for c in image)
+    assert {c["spec"]["model"] for c in image} >= set(paper.encoders)
