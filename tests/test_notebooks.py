@@ -262,6 +262,9 @@ def test_all_notebooks_on_a_hospital_schema_cohort_without_masks_or_roi(tmp_path
     import yaml
     cfg = yaml.safe_load((src / "cohort.yaml").read_text())
     cfg["image_categorical_features"] = ["side"]
+    # a hospital export without the radiologist's impression: no reader reference declared
+    cfg.pop("references")
+    cfg["unused_columns"] = ["radiologist_impression"]
     (dst / "cohort.yaml").write_text(yaml.safe_dump(cfg))
     import shutil
     shutil.copytree(src / "images", dst / "images")
@@ -274,9 +277,13 @@ def test_all_notebooks_on_a_hospital_schema_cohort_without_masks_or_roi(tmp_path
     assert {"feature": "side", "level": "image"}.items() <= next(
         f for f in rec1["features"] if f["feature"] == "side").items()
     rec3 = _record(out, "hospital-demo", "nb03_multimodal_training")
-    assert {"clinical", "image", "multimodal", "reader"} <= set(rec3["auc"])
-    # the radiologist's impression per image, aggregated per subject (the highest)
-    assert rec3["reader_comparison"][0]["comparison"].startswith("radiologist's impression")
+    assert {"clinical", "image", "multimodal"} <= set(rec3["auc"]) and "reader" not in rec3["auc"]
+    # no reader: the tables say so instead of leaving a silent gap
+    assert "no reader reference declared" in rec3["reader_comparison"][0]["note"]
+    t5b = pd.read_csv(out / "tables" / "hospital-demo" / "table5b_reader_operating_points.csv")
+    assert "no reader reference declared" in t5b["note"].iloc[0]
+    assert _record(out, "hospital-demo", "nb02_unimodal_baselines")["reader"] == \
+        "no reader reference declared"
     rec5 = _record(out, "hospital-demo", "nb05_explainability")
     assert rec5["n_test_images"] == rec1["n_images"]
     assert all("no lesion masks" in v["note"] for v in rec5["cam_validation"])
@@ -315,9 +322,12 @@ def test_all_notebooks_on_an_image_only_cohort(tmp_path):
     assert rec5["explained"] == "image" and rec5["image_share"] is None
     executed = (out / "executed" / "smoke" / "03_multimodal_training.ipynb").read_text()
     assert "has no clinical features" in executed
-    # the synthetic cohort's reader still gives the image-only study its reference
+    # the synthetic cohort's reader (a per-image impression, the highest per subject) still
+    # gives the image-only study its reference
     t = pd.read_csv(out / "tables" / "images-only" / "table_unimodal_baselines.csv")
     assert "radiologist's impression (reader)" in set(t["model"])
+    t5b = pd.read_csv(out / "tables" / "images-only" / "table5b_reader_operating_points.csv")
+    assert t5b["kind"].iloc[0] == "reader's rule" and (t5b["subjects"] <= 40).all()
     shutil.rmtree(tmp_path / "c")
 
 
