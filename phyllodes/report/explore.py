@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 
 from phyllodes import progress
-from phyllodes.report import style
-from phyllodes.evaluate.comparisons import pooled_subject_test
 from phyllodes.data.images import ImageSet
+from phyllodes.evaluate.comparisons import pooled_subject_test
+from phyllodes.report import style
 
 
 def interactive() -> bool:

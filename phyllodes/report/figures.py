@@ -5,8 +5,8 @@ The builders are named like the files they make (``fig8_clinical_importance`` wr
 figures, :func:`forest_plot` Figure 4 and the ablation's);
 README.md's artifact map and :data:`phyllodes.report.artifacts.ARTIFACTS` name the builder of each.
 :func:`save_figure` writes every figure as PNG (300 dpi) and PDF. All share one style
-(:mod:`phyllodes.report.style`): print widths (3.5 in for one column), a colour-blind-safe palette with
-one colour per model across figures, legends below the axes, never over the data.
+(:mod:`phyllodes.report.style`): print widths (3.5 in for one column), a colour-blind-safe palette
+with one colour per model across figures, legends below the axes, never over the data.
 """
 
 from __future__ import annotations
@@ -23,13 +23,12 @@ from matplotlib.patches import Rectangle
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from phyllodes import paths
-from phyllodes.evaluate import stats
-from phyllodes.report import style
 from phyllodes.data.cohort import ROI_COLUMNS, Cohort
+from phyllodes.data.imageio import mask_array, read_gray8
+from phyllodes.evaluate import stats
 from phyllodes.evaluate.comparisons import pooled_subject_test
 from phyllodes.explain.results import CamPanel
-from phyllodes.data.imageio import mask_array, read_gray8
+from phyllodes.report import style
 
 FOREST_LABEL_CHARS = 22  #: a forest plot's model names wrap at this width (one column)
 FOREST_ROW_IN = 0.28     #: inches per model row
@@ -139,7 +138,7 @@ def fig3_scorecam(panel: CamPanel) -> plt.Figure:
                     ncols=min(4, max(1, len(panel.titles))))
 
 
-def cam_grid(images: np.ndarray | torch.Tensor, cams: np.ndarray,
+def cam_grid(images: np.ndarray, cams: np.ndarray,
              titles: Sequence[str] | None = None, masks: np.ndarray | None = None,
              ncols: int = 4, alpha: float = 0.45) -> plt.Figure:
     """Grayscale images with their CAM overlaid (inferno, ``alpha``) and the lesion mask

@@ -2,26 +2,25 @@
 
 The builders are named like the files they make (``table2_encoder_comparison`` writes
 ``tables/<cohort>/table2_encoder_comparison.*``); README.md's artifact map and
-:data:`phyllodes.report.artifacts.ARTIFACTS` name the builder of each. :func:`write_table` writes every
-table as CSV, Markdown and LaTeX; :func:`write_record` writes what a notebook measured (JSON),
-with the provenance of the result (profile, seed, commit).
+:data:`phyllodes.report.artifacts.ARTIFACTS` name the builder of each. :func:`write_table`
+writes every table as CSV, Markdown (formatted for people, :mod:`phyllodes.report.format`) and
+LaTeX; what a notebook measured goes to JSON through :mod:`phyllodes.report.records`.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sstats
 
+from phyllodes.data.cohort import Cohort
 from phyllodes.evaluate import attribution, readers, stats
 from phyllodes.evaluate import comparisons as evaluation
-from phyllodes.data.cohort import Cohort
 from phyllodes.evaluate.comparisons import pooled_subject_test
-from phyllodes.keys import probe_name
 from phyllodes.evaluate.stats import format_ci
+from phyllodes.keys import probe_name
 from phyllodes.study import Study
 
 
