@@ -148,7 +148,9 @@ def open_study(profile: str = "quick", cohort: str | Path = "breast-lesions-usg"
     # shown by notebook 01 and python -m phyllodes validate)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     outputs = paths.Outputs.at(output_dir)
-    prof = get_profile(profile, **{**(settings or {}), **overrides})
+    # a notebook parameter left at None (e.g. folds) must not undo the same setting in settings
+    prof = get_profile(profile, **{**(settings or {}),
+                                   **{k: v for k, v in overrides.items() if v is not None}})
     coh = load_cohort(cohort, folds=prof.folds)
     if feature_set is None:
         feature_set = PRIMARY_FEATURE_SET if PRIMARY_FEATURE_SET in coh.feature_sets else "all"

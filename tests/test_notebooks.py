@@ -98,7 +98,8 @@ def test_notebook02_records_unimodal_baselines(smoke_run):
     assert set(auc) == {"clinical · mlp", "clinical · logreg", "clinical · random_forest",
                         "clinical · gradient_boosting",
                         "image · efficientnet_lite0 (random init)",
-                        "image · efficientnet_lite0 linear probe (random init)"}
+                        "image · efficientnet_lite0 linear probe (random init)",
+                        "radiologist's BI-RADS category (reader)"}
     # the primary inputs (age, tumour size, echogenicity) carry signal on this cohort
     assert auc["clinical · logreg"] > 0.7
     assert all(0 <= v <= 1 for v in auc.values())
