@@ -8,6 +8,7 @@ scripts/gpu_check.sh."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -44,6 +45,9 @@ def _subset(dst: Path, n_benign: int = 24, n_malignant: int = 20) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("PHYLLODES_PAPER_DRY_RUN"),
+                    reason="the paper-profile dry run takes several minutes: run it with "
+                           "PHYLLODES_PAPER_DRY_RUN=1 (not yet verified end to end at 2 folds)")
 def test_the_paper_profile_runs_every_notebook_with_its_six_encoders(tmp_path):
     paper = get_profile("paper")
     assert len(paper.encoders) == 6 and paper.fusion == "concat" and paper.cache_views == 0
