@@ -36,6 +36,15 @@ def main(argv: list[str] | None = None) -> int:
     cv.add_argument("--max-side", type=int, default=320)
     cv.add_argument("--overwrite", action="store_true")
 
+    cb = sub.add_parser("convert-busbra", help="derive the bundled external-validation cohort "
+                        "from the BUS-BRA release")
+    cb.add_argument("--source", required=True, help="folder of the original release")
+    cb.add_argument("--out", default="data/public/bus-bra")
+    cb.add_argument("--max-side", type=int, default=256)
+    cb.add_argument("--context", type=float, default=0.5,
+                    help="context around the lesion box, a fraction of its size per side")
+    cb.add_argument("--overwrite", action="store_true")
+
     sy = sub.add_parser("synthetic", help="write a seeded synthetic cohort (hospital schema)")
     sy.add_argument("--out", required=True)
     sy.add_argument("--subjects", type=int, default=40)
@@ -97,6 +106,13 @@ def main(argv: list[str] | None = None) -> int:
         from phyllodes.data.sources.breast import convert_breast
         t = convert_breast(args.source, args.out, args.max_side, args.overwrite)
         print(f"wrote {len(t)} rows to {args.out}/cohort.csv")
+        return 0
+    if args.command == "convert-busbra":
+        from phyllodes.data.sources.busbra import convert_busbra
+        t = convert_busbra(args.source, args.out, max_side=args.max_side,
+                           context=args.context, overwrite=args.overwrite)
+        print(f"wrote {len(t)} images of {t['subject_id'].nunique()} patients to "
+              f"{args.out}/cohort.csv")
         return 0
     if args.command == "synthetic":
         from phyllodes.data.sources.synthetic import make_synthetic_cohort

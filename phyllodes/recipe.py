@@ -26,13 +26,13 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent
 
 #: Version of the training recipe (see the module docstring).
-RECIPE_VERSION = 6
+RECIPE_VERSION = 7
 #: Files (relative to the package) whose code decides what a run computes.
 RECIPE_FILES = ("train/trainer.py", "train/spec.py", "train/probe.py", "train/views.py",
                 "models/network.py", "models/encoders.py", "models/pretrained.py",
                 "data/clinical.py", "data/images.py", "data/imageio.py", "data/splits.py",
                 "keys.py")
-RECIPE_SOURCE = "c987733c06768f0a"
+RECIPE_SOURCE = "fbb74aef5de3226b"
 
 
 def _without_docstrings(tree: ast.AST) -> ast.AST:

@@ -25,6 +25,7 @@ from phyllodes.data.splits import get_or_make_splits
 from phyllodes.profiles import Profile, get_profile
 
 PRIMARY_FEATURE_SET = "paper"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -83,6 +84,10 @@ class Study:
         return replace(self, cohort=self.cohort.with_feature_set(name) if
                        name != self.cohort.feature_set else self.cohort)
 
+    def with_features(self, names: list[str]) -> "Study":
+        """The same study with only these clinical inputs (e.g. those two cohorts share)."""
+        return replace(self, cohort=self.cohort.with_features(names))
+
     def image_key(self) -> str:
         """Cache key of the cohort's images under the profile's image settings (memoised:
         it hashes every image file once per study)."""
@@ -128,6 +133,23 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def own_splits(cohort: Cohort, folds: int) -> Path | None:
+    """The cohort's own folds (``splits`` in cohort.yaml, e.g. its authors'), when it declares
+    them with ``folds`` folds; None otherwise (the study then makes its own)."""
+    if not cohort.config.splits:
+        return None
+    path = cohort.root / cohort.config.splits
+    try:
+        k = pd.read_csv(path, usecols=["fold"])["fold"].nunique()
+    except (ValueError, OSError):
+        return path  # load_splits reports what is wrong with it
+    if k != folds:
+        log.warning("cohort %s declares its own %d folds (%s) but %d are asked for: the study "
+                    "makes its own", cohort.name, k, path.name, folds)
+        return None
+    return path
+
+
 def open_study(profile: str = "quick", cohort: str | Path = "breast-lesions-usg",
                device: str = "auto", seed: int = 0, output_dir: str | Path | None = "",
                splits_file: str = "", feature_set: str | None = None,
@@ -155,7 +177,7 @@ def open_study(profile: str = "quick", cohort: str | Path = "breast-lesions-usg"
     if feature_set is None:
         feature_set = PRIMARY_FEATURE_SET if PRIMARY_FEATURE_SET in coh.feature_sets else "all"
     coh = coh.with_feature_set(feature_set)
-    sp = Path(splits_file) if splits_file else (
+    sp = Path(splits_file) if splits_file else own_splits(coh, prof.folds) or (
         outputs.tables(coh.name) / f"splits_{prof.folds}fold_seed{seed}.csv")
     splits = get_or_make_splits(coh, sp, prof.folds, seed)
     seed_everything(seed)

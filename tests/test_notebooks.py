@@ -247,6 +247,30 @@ def test_notebook06_records_the_recipe_ablation_on_other_folds(smoke_run):
 
 
 @pytest.mark.slow
+def test_notebook07_validates_on_bus_bra_both_ways(smoke_run):
+    out, _ = smoke_run
+    rec = _record(out, "breast-lesions-usg", "nb07_external_validation")
+    assert rec["shared_features"] == [] and rec["modality"] == "image"
+    dirs = {(r["direction"], r["model"]): r for r in rec["directions"]}
+    assert {d for d, _ in dirs} == {"breast-lesions-usg → bus-bra",
+                                    "bus-bra → breast-lesions-usg"}
+    t = pd.read_csv(out / "tables" / "breast-lesions-usg" / "table10_external_validation.csv")
+    models = t[t["external minus internal (95% CI)"].notna()]
+    assert set(models["external subjects"]) == {1064, 252}
+    for _, r in models.iterrows():
+        assert r["auc_drop"] == pytest.approx(r["auc_external"] - r["auc_internal"])
+    readers = t[t["model"].str.contains("(reader)", regex=False)]
+    busbra = readers[readers["model"].str.endswith("bus-bra")]
+    assert busbra["auc_external"].dropna().round(3).tolist() == [0.891]
+    sub = pd.read_csv(out / "tables" / "breast-lesions-usg" / "table10c_external_subgroups.csv")
+    scan = sub[(sub["subgroup"] == "scanner") & (sub["direction"].str.endswith("bus-bra"))]
+    assert scan.groupby("model")["subjects"].sum().eq(1064).all()
+    assert "too small" in scan[scan["value"].str.startswith("U-Systems")]["note"].iloc[0]
+    assert "note" in sub.columns and sub[sub["direction"].str.startswith("bus-bra")][
+        "note"].str.contains("records no image-level group").any()
+
+
+@pytest.mark.slow
 def test_all_notebooks_on_a_hospital_schema_cohort_without_masks_or_roi(tmp_path):
     """The private-cohort path: borderline labels, several images per subject, missing values,
     no ROI boxes and no lesion masks."""
@@ -269,9 +293,21 @@ def test_all_notebooks_on_a_hospital_schema_cohort_without_masks_or_roi(tmp_path
     (dst / "cohort.yaml").write_text(yaml.safe_dump(cfg))
     import shutil
     shutil.copytree(src / "images", dst / "images")
+    # a partner hospital in the same schema: notebook 07 validates a multimodal model on it
+    partner = make_synthetic_cohort(tmp_path / "partner", n_subjects=30, seed=4, image_size=64,
+                                    name="partner-hospital")
     out = tmp_path / "out"
-    done = run_notebooks("smoke", str(dst), "cpu", 0, out)
+    done = run_notebooks("smoke", str(dst), "cpu", 0, out,
+                         extra_parameters={"external_cohort": str(partner),
+                                           "modality": "multimodal"})
     assert len(done) == len(NOTEBOOKS)
+    rec7 = _record(out, "hospital-demo", "nb07_external_validation")
+    assert rec7["modality"] == "multimodal"
+    # 'side' is declared by the hospital only: the shared inputs are the partner's
+    assert "side" not in rec7["shared_features"] and "age" in rec7["shared_features"]
+    assert {r["direction"] for r in rec7["directions"]} == {
+        "hospital-demo → partner-hospital", "partner-hospital → hospital-demo"}
+    assert all(r["model"].startswith("multimodal") for r in rec7["directions"])
     rec1 = _record(out, "hospital-demo", "nb01_data_curation")
     assert rec1["n_subjects"] == 40 and rec1["labels"]["borderline"] == 10
     assert rec1["n_images"] > 40
@@ -308,8 +344,11 @@ def test_all_notebooks_on_an_image_only_cohort(tmp_path):
     for k in ("numeric_features", "categorical_features"):
         cfg.pop(k)
     (src / "cohort.yaml").write_text(yaml.safe_dump(cfg))
+    partner = make_synthetic_cohort(tmp_path / "p", n_subjects=30, seed=5, image_size=48,
+                                    name="images-partner")
     out = tmp_path / "out"
-    done = run_notebooks("smoke", str(src), "cpu", 0, out)
+    done = run_notebooks("smoke", str(src), "cpu", 0, out,
+                         extra_parameters={"external_cohort": str(partner)})
     assert len(done) == len(NOTEBOOKS)
     for a in ARTIFACTS:
         for f in a.files("images-only"):

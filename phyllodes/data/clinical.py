@@ -212,6 +212,11 @@ class ClinicalEncoder:
         return enc
 
     @property
+    def input_columns(self) -> list[str]:
+        """The cohort columns the encoder reads (subject-level, then image-level)."""
+        return [c for num, cat in self.levels.values() for c in (*num, *cat)]
+
+    @property
     def width(self) -> int:
         """Length of the vectors (0 for a cohort without clinical features)."""
         return len(self.feature_names)

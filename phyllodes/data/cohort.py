@@ -154,6 +154,17 @@ class Cohort:
         return replace(self, config=full.restricted(sets[name]), feature_set=name,
                        declared=full)
 
+    def with_features(self, names: list[str], set_name: str = "shared") -> "Cohort":
+        """The cohort seen through an ad-hoc set of its declared features (e.g. the clinical
+        inputs two cohorts share), named ``set_name``."""
+        full = self.declared or self.config
+        unknown = [n for n in names if n not in full.features]
+        if unknown:
+            raise ValueError(f"cohort '{self.name}' declares no feature(s) "
+                             f"{', '.join(unknown)}; its features are {list(full.features)}")
+        return replace(self, config=full.restricted(list(names)), feature_set=set_name,
+                       declared=full)
+
     def summary(self) -> dict[str, Any]:
         s = self.subjects
         return {

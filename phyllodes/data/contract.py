@@ -95,6 +95,8 @@ class CohortConfig:
     citation: str = ""
     license: str = ""
     description: str = ""
+    #: the cohort's own folds (e.g. its authors'), a splits file relative to the cohort folder
+    splits: str = ""
     #: reader references (a clinician's assessment of the case): compared with, never inputs
     references: dict[str, ReferenceSpec] = field(default_factory=dict)
 
@@ -147,7 +149,7 @@ LIST_KEYS = ("positive_labels", "negative_labels", "numeric_features", "categori
              "image_numeric_features", "image_categorical_features", "missing_values",
              "unused_columns")
 MAP_KEYS = ("ranges", "categories", "feature_sets", "references")
-TEXT_KEYS = ("name", "citation", "license", "description")
+TEXT_KEYS = ("name", "citation", "license", "description", "splits")
 YAML_KEYS = (*TEXT_KEYS, *LIST_KEYS, *MAP_KEYS, "exclude")
 #: strings that often mean "missing" in hospital exports (compared case-insensitively)
 MISSING_LIKE = ("", "na", "n/a", "n.a.", "nan", "null", "none", "nil", "-", "--", "?",
@@ -374,9 +376,18 @@ def read_config(ck: Checks) -> None:
     feature_like = set(seen) | {c for cols in sets.values() for c in cols}
     references = parse_references(raw.get("references"), feature_like, set(RESERVED_COLUMNS),
                                   lambda msg: ck.add("yaml", where, msg))
-    for k in ("citation", "license", "description"):
+    for k in ("citation", "license", "description", "splits"):
         if k in raw and not isinstance(raw[k], str):
             ck.add("yaml", where, f"'{k}' must be text; quote it")
+    own = raw.get("splits")
+    if isinstance(own, str) and own:
+        sp = Path(own)
+        if sp.is_absolute() or ".." in sp.parts:
+            ck.add("yaml", where, f"splits '{own}' must be a path inside the cohort folder "
+                   "(relative, without '..')")
+        elif not (ck.root / sp).is_file():
+            ck.add("yaml", where, f"splits '{own}': no such file in {ck.root}; write the "
+                   "cohort's own folds there as subject_id,fold lines, or remove the key")
     # built even when some keys have problems: the CSV checks use what could be read
     ck.config = CohortConfig(
         name=str(name or "unnamed"), positive_labels=tuple(pos), negative_labels=tuple(neg),
@@ -389,7 +400,7 @@ def read_config(ck: Checks) -> None:
         ranges=ranges, categories=categories, feature_sets=sets, exclude=tuple(exclude),
         unused_columns=tuple(lists["unused_columns"]), references=references,
         **{k: raw[k] if isinstance(raw.get(k), str) else "" for k in
-           ("citation", "license", "description")})
+           ("citation", "license", "description", "splits")})
 
 
 def _string_list(ck: Checks, raw: dict, key: str) -> list[str]:

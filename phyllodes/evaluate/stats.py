@@ -137,6 +137,21 @@ def _unpenalised_logistic() -> LogisticRegression:
     return LogisticRegression(**no_penalty, tol=1e-10, max_iter=10_000)
 
 
+def logit(p) -> np.ndarray:
+    """log(p / (1 - p)) of probabilities clipped to [1e-7, 1 - 1e-7]."""
+    return _logit(p)
+
+
+def auc_replicates(y_true, y_score, groups=None, n_boot: int = 2000, seed: int = 0
+                   ) -> np.ndarray:
+    """Bootstrap replicates of the AUC, resampling whole ``groups`` (subjects; default: rows);
+    NaN where a resample holds one class."""
+    y = binary_labels(y_true)
+    s = _scores(y_score, y.shape[0])
+    counts = bootstrap_row_counts(cluster_codes(groups, y.shape[0]), n_boot, seed)
+    return _weighted_auc_batch(y, s, counts)
+
+
 # --------------------------------------------------------------------------- bootstrap
 
 
@@ -305,6 +320,12 @@ def _calibration_in_the_large(y: np.ndarray, lp: np.ndarray) -> float:
     while score(hi) > 0:
         hi *= 2
     return float(optimize.brentq(score, lo, hi, xtol=1e-12))
+
+
+def calibration_in_the_large(y_true, lp) -> float:
+    """The intercept ``a`` of logit P(y=1) = a + lp with the linear predictor ``lp`` as an
+    offset (0 is ideal; > 0: risks under-predicted); NaN for one class."""
+    return _calibration_in_the_large(binary_labels(y_true), np.asarray(lp, dtype=float))
 
 
 def calibration_summary(y_true, y_prob, n_bins: int = 10) -> dict:

@@ -99,6 +99,15 @@ ARTIFACTS: tuple[Artifact, ...] = (
              "06_image_recipe", ("table9b_multimodal_recipe_ablation",),
              built_by=("report.tables.table9b_multimodal_recipe_ablation",
                        "report.tables.table9_recipe_ablation"), needs_clinical=True),
+    Artifact("external validation: internal vs external AUC, calibration, scanners and views, "
+             "the reader, case mix (a second cohort, both ways)", "07_external_validation",
+             ("table10_external_validation", "table10b_external_calibration",
+              "table10c_external_subgroups", "table10d_external_reader", "table10e_case_mix",
+              "table10f_external_decision_curve"), ("fig_external_validation",),
+             ("evaluate.external.performance_table", "evaluate.external.calibration_tables",
+              "evaluate.external.subgroup_tables", "evaluate.external.reader_table",
+              "evaluate.external.case_mix_table", "evaluate.external.decision_curve_table",
+              "report.figures.external_validation")),
 )
 
 def builder(qualified: str):

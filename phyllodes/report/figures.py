@@ -285,3 +285,47 @@ def fig8_clinical_importance(df: pd.DataFrame) -> plt.Figure:
     ax.set_xlabel("AUC drop when permuted (mean ± SD)")
     fig.tight_layout()
     return fig
+
+
+def external_validation(directions: Sequence, title: str = "") -> plt.Figure:
+    """Figure 10: for each direction (:class:`phyllodes.evaluate.external.Direction`), the
+    first model's ROC on the development cohort's out-of-fold subjects (dashed) and on the
+    external subjects (solid), the external reader's rule as a marker; and the external
+    reliability diagram of the model as trained."""
+    from phyllodes.evaluate.readers import reader_label
+    fig, (roc, rel) = style.figure(style.DOUBLE, style.SINGLE * 1.15, ncols=2)
+    for k, d in enumerate(directions):
+        colour = style.SERIES[k % len(style.SERIES)]
+        m = d.models[0]
+        for which, ls in (("internal", "--"), ("external", "-")):
+            s = d.scores(which, m)
+            if s["y"].nunique() < 2:
+                continue
+            fpr, tpr, _ = roc_curve(s["y"], s["prob"])
+            auc = roc_auc_score(s["y"], s["prob"])
+            cohort = d.development.name if which == "internal" else d.external.name
+            roc.plot(fpr, tpr, ls=ls, color=colour,
+                     label=f"{d.name}: {cohort} ({which}) {auc:.3f}")
+        r = d.reader()
+        if r is not None and r.spec.threshold is not None:
+            t = r.table[r.table["score"].notna()]
+            pos = t["score"].to_numpy() >= r.spec.threshold
+            y = t["y"].to_numpy(int)
+            roc.scatter([pos[y == 0].mean()], [pos[y == 1].mean()], marker="D", s=18,
+                        color=colour, edgecolor="k", zorder=5,
+                        label=f"{reader_label(r.spec)}'s rule, {d.external.name}")
+        s = d.scores("external", m)
+        frac, mean = calibration_curve(s["y"], s["prob"], n_bins=8, strategy="quantile")
+        rel.plot(mean, frac, marker="o", ms=3, color=colour, label=f"{d.name}")
+    roc.plot([0, 1], [0, 1], ls=":", c=style.REFERENCE, lw=0.7)
+    roc.set(xlabel="1 − specificity", ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.01),
+            title="ROC: internal (dashed) vs external (solid)")
+    rel.plot([0, 1], [0, 1], ls=":", c=style.REFERENCE, lw=0.7)
+    rel.set(xlabel="mean predicted probability", ylabel="observed fraction positive",
+            xlim=(0, 1), ylim=(0, 1), title="External calibration, as trained")
+    style.legend_outside(roc, title="subject AUC")
+    style.legend_outside(rel)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

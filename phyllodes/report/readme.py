@@ -140,6 +140,7 @@ def results_markdown() -> str:
         f"{_auc(abm, RECIPE_LATE)} against the paper's concatenation {_auc(abm, CONCAT)}.",
     ]
     bullets[2:2] = reader_bullets()
+    bullets += external_bullets()
     return "\n".join(rows) + "\n\nWhat the tables say, plainly:\n\n" + "\n".join(bullets)
 
 
@@ -206,6 +207,22 @@ def reader_bullets() -> list[str]:
                          f"{a['malignant missed']} cancer(s) missed; spared minus the reader's "
                          f"rule {a[SPARED_DIFF]}")
             out.append(text + ".")
+    return out
+
+
+def external_bullets() -> list[str]:
+    """Internal vs external AUC and the drop, each direction and model (Table 10)."""
+    if not (TABLES / "table10_external_validation.csv").exists():
+        return []
+    t = _csv("table10_external_validation")
+    t = t[t["external minus internal (95% CI)"] != ""]
+    out = []
+    for direction, g in t.groupby("direction", sort=False):
+        parts = [f"{r['model']}: internal {r['internal AUC (95% CI)']} (cross-validation), "
+                 f"external {r['external AUC (95% CI)']} (final model), external minus "
+                 f"internal {r['external minus internal (95% CI)']}" for _, r in g.iterrows()]
+        out.append(f"- **External validation, {direction}** (notebook 07, image-only: the "
+                   "cohorts share no clinical input): " + "; ".join(parts) + ".")
     return out
 
 

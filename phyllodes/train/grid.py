@@ -252,3 +252,40 @@ def shutdown() -> None:
     import ray
     if ray.is_initialized():
         ray.shutdown()
+
+
+@dataclass(frozen=True)
+class DevelopmentRuns:
+    """A development cohort's runs for external validation: its cross-validation (``cv``,
+    whose pooled out-of-fold test predictions are ``internal``) and its final models
+    (``final``, trained on every subject; ``inner_val``: their inner-validation predictions,
+    where thresholds are chosen)."""
+
+    cv: list[Path]
+    final: list[Path]
+    internal: pd.DataFrame
+    inner_val: pd.DataFrame
+
+
+def development_runs(study: Study, modality: str = "image", models: list[str] | None = None,
+                     encoder_weights: str | None = None, progress: bool = True
+                     ) -> DevelopmentRuns:
+    """The cross-validation and the final model (:data:`~phyllodes.train.spec.FINAL_FOLD`) of
+    each model (default: the profile's encoder and, for image-only, its linear probe) on
+    ``study``'s own folds; finished runs are reused."""
+    from phyllodes.keys import probe_name
+    from phyllodes.train.runs import load_predictions
+    from phyllodes.train.spec import FINAL_FOLD
+
+    p = study.profile
+    if models is None:
+        models = [p.encoder] + ([probe_name(p.encoder)] if modality == "image" else [])
+    cv = grid_specs([modality], {modality: models}, [p.fusion], range(p.folds), [study.seed])
+    final = [RunSpec(modality, m, p.fusion if modality == "multimodal" else "concat",
+                     FINAL_FOLD, study.seed) for m in models]
+    dirs = run_grid(study, cv + final, encoder_weights=encoder_weights, progress=progress)
+    cv_dirs, final_dirs = dirs[:len(cv)], dirs[len(cv):]
+    internal = load_predictions(cv_dirs)
+    inner = load_predictions(final_dirs)
+    return DevelopmentRuns(cv_dirs, final_dirs, internal[internal["split"] == "test"],
+                           inner[inner["split"] == "val"])

@@ -26,6 +26,8 @@ from phyllodes.data.images import ImageSet
 from phyllodes.data.splits import subject_weights
 from phyllodes.evaluate.metrics import subject_auc
 
+#: seed of a random-init probe encoder (``pretrained`` off)
+PROBE_INIT_SEED = 0
 #: inverse regularisation strengths tried on inner validation
 C_GRID = tuple(float(c) for c in np.logspace(-4, 1, 11))
 
@@ -43,7 +45,7 @@ def _stage_modules(encoder: torch.nn.Module, taps) -> dict:
 
 
 @torch.inference_mode()
-def pooled_features(net, images: torch.Tensor, taps=("head",), batch_size: int = 64,
+def pooled_features(net, images: torch.Tensor, taps=("head",), batch_size: int = 16,
                     flip: bool = True) -> np.ndarray:
     """Pooled features (N, D) of uint8 images (N, 1, S, S) through ``net`` (a PhyllodesNet with
     an image branch, in eval mode), the taps side by side, averaged over a left-right flip."""
@@ -122,21 +124,37 @@ def lp_weights(x: np.ndarray, y: np.ndarray, subjects: np.ndarray, seed: int,
     return mu, sd, lr.coef_[0], float(lr.intercept_[0]), float(np.ravel(lr.C_)[0])
 
 
+def probe_features(cohort, encoder: str, image_set: ImageSet, image_size: int, taps,
+                   pretrained: bool, encoder_weights: str | None, device: str = "cpu",
+                   memory: dict | None = None) -> np.ndarray:
+    """The probe's frozen features of every image of ``cohort`` (:func:`cohort_features`
+    through the pretrained ``encoder``): the one builder, for a fold and for a cohort a fitted
+    probe is applied to (:mod:`phyllodes.train.apply`)."""
+    from phyllodes.models.network import PhyllodesNet
+    stages = [int(t) for t in taps if t != "head"]
+    # a random-init encoder (pretrained=False) is drawn from a fixed seed, so that a fitted
+    # probe applied to another cohort sees the same features it was fit on
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(PROBE_INIT_SEED)
+        net = PhyllodesNet("image", encoder=encoder, pretrained=pretrained,
+                           encoder_weights=encoder_weights, img_size=image_size,
+                           tap=None if "head" in taps or not stages else max(stages)).to(device)
+    return cohort_features(net, image_set, (encoder, encoder_weights, image_set.key, pretrained),
+                           tuple(taps), memory)
+
+
 def fold_probe(cohort, rows: dict[str, np.ndarray], encoder: str, image_set: ImageSet,
                image_size: int, taps, pretrained: bool, encoder_weights: str | None,
                device: str = "cpu", memory: dict | None = None
                ) -> tuple[dict[str, np.ndarray], dict]:
-    """One fold of the linear probe: probabilities of the ``val`` and ``test`` rows, and what
-    was chosen (C, the search, the taps, the fitted pipeline)."""
-    from phyllodes.models.network import PhyllodesNet
-    stages = [int(t) for t in taps if t != "head"]
-    net = PhyllodesNet("image", encoder=encoder, pretrained=pretrained,
-                       encoder_weights=encoder_weights, img_size=image_size,
-                       tap=None if "head" in taps or not stages else max(stages)).to(device)
-    x = cohort_features(net, image_set, (encoder, encoder_weights, image_set.key, pretrained),
-                        tuple(taps), memory)
+    """One fold of the linear probe: probabilities of the ``val`` and ``test`` rows (a final
+    model's empty test set gives none), and what was chosen (C, the search, the taps, the
+    fitted pipeline)."""
+    x = probe_features(cohort, encoder, image_set, image_size, taps, pretrained,
+                       encoder_weights, device, memory)
     y = cohort.images["y"].to_numpy()
     subjects = cohort.images["subject_id"].to_numpy()
     clf, c, history = fit_probe(x, y, subjects, rows)
-    probs = {s: clf.predict_proba(x[rows[s]])[:, 1] for s in ("val", "test")}
+    probs = {s: clf.predict_proba(x[rows[s]])[:, 1] if len(rows[s]) else np.zeros(0)
+             for s in ("val", "test")}
     return probs, {"model": clf, "C": c, "history": history, "taps": list(taps)}

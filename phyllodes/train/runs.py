@@ -98,7 +98,8 @@ def run_config(study: Study, spec: RunSpec, image_key: str | None,
         "recipe_version": RECIPE_VERSION,
         "cohort": study.cohort.name,
         "cohort_fingerprint": study.cohort.fingerprint,
-        "splits_hash": splits_hash(study.splits),
+        # the final model is trained on every subject: the outer folds do not change it
+        "splits_hash": None if spec.is_final else splits_hash(study.splits),
         "image_key": image_key if spec.uses_images else None,
         "encoder_weights": weights_digest(encoder_weights) if spec.uses_images else None,
     }
@@ -108,7 +109,8 @@ def run_id(config: dict) -> str:
     s = config["spec"]
     h = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
     fusion = f"-{s['fusion']}" if s["modality"] == "multimodal" else ""
-    return f"{s['modality']}-{s['model']}{fusion}-f{s['fold']}-s{s['seed']}-{h}"
+    fold = RunSpec(**s).fold_name
+    return f"{s['modality']}-{s['model']}{fusion}-{fold}-s{s['seed']}-{h}"
 
 
 def is_finished(run_dir: Path) -> bool:
@@ -145,10 +147,11 @@ def planned_run(study: Study, spec: RunSpec, encoder_weights: str | None = None)
 
 
 def run_metrics(preds: pd.DataFrame) -> dict:
-    """Subject-level test metrics at 0.5 and the inner-validation AUC of one run."""
+    """Subject-level test metrics at 0.5 and the inner-validation AUC of one run (a final
+    model has no test subjects: its test metrics are None)."""
     subj = subject_level(preds)
     test, val = subj[subj["split"] == "test"], subj[subj["split"] == "val"]
-    return {"test": binary_metrics(test["y"], test["prob"], 0.5),
+    return {"test": binary_metrics(test["y"], test["prob"], 0.5) if len(test) else None,
             "val": binary_metrics(val["y"], val["prob"], 0.5),
             "n_test_subjects": int(len(test)), "n_val_subjects": int(len(val))}
 
@@ -355,7 +358,8 @@ def load_run_metrics(run_dirs: Iterable[Path]) -> pd.DataFrame:
     for d in run_dirs:
         m = json.loads((Path(d) / "metrics.json").read_text())
         cfg = json.loads((Path(d) / "config.json").read_text())
-        rows.append({**cfg["spec"], "run_id": m["run_id"], "test_auc": m["test"]["auc"],
+        rows.append({**cfg["spec"], "run_id": m["run_id"],
+                     "test_auc": (m["test"] or {}).get("auc", np.nan),
                      "val_auc": m["val"]["auc"], "best_epoch": m["best_epoch"],
                      "epochs_run": m["epochs_run"], "seconds": m["seconds"]})
     return pd.DataFrame(rows)

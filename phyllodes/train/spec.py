@@ -8,17 +8,33 @@ import pandas as pd
 
 from phyllodes.keys import CLASSICAL, encoder_of, is_probe, model_key, model_label
 
+#: the ``fold`` of a final model: trained on every subject of the cohort (no test fold; its
+#: inner-validation subjects still drive the LP initialisation, early stopping and the
+#: thresholds and recalibration chosen later), to be applied to subjects it never saw
+FINAL_FOLD = -1
+
 
 @dataclass(frozen=True)
 class RunSpec:
     """What one run trains: ``model`` is the encoder name (image/multimodal) or the clinical
-    model (``mlp`` or one of :data:`CLASSICAL`)."""
+    model (``mlp`` or one of :data:`CLASSICAL`); ``fold`` an outer fold, or
+    :data:`FINAL_FOLD` for the final model on all subjects."""
 
     modality: str
     model: str
     fusion: str = "concat"
     fold: int = 0
     seed: int = 0
+
+    @property
+    def is_final(self) -> bool:
+        """The final model: trained on all subjects, no test fold (:data:`FINAL_FOLD`)."""
+        return self.fold == FINAL_FOLD
+
+    @property
+    def fold_name(self) -> str:
+        """'f3' for outer fold 3, 'fall' for the final model (run ids, tables)."""
+        return "fall" if self.is_final else f"f{self.fold}"
 
     @property
     def uses_images(self) -> bool:
@@ -84,5 +100,5 @@ class RunOutput:
 
 
 def run_seed(spec: RunSpec) -> int:
-    """The seed of a run's training draws (its seed and fold)."""
-    return int(spec.seed) * 1000 + int(spec.fold)
+    """The seed of a run's training draws (its seed and fold; the final model's is 999)."""
+    return int(spec.seed) * 1000 + (999 if spec.is_final else int(spec.fold))

@@ -55,7 +55,7 @@ from phyllodes.profiles import Profile
 from phyllodes.progress import bars_wanted, emit
 from phyllodes.study import Study
 from phyllodes.train.probe import fold_probe, lp_weights
-from phyllodes.train.spec import CLASSICAL, RunOutput, RunSpec, run_seed
+from phyllodes.train.spec import CLASSICAL, FINAL_FOLD, RunOutput, RunSpec, run_seed
 from phyllodes.train.views import view_cache
 
 #: seed of the augmented test-time views drawn on the fly (``tta_views`` without a cache)
@@ -64,8 +64,13 @@ TTA_SEED = 2024
 
 def fold_partition(cohort: Cohort, splits: pd.DataFrame, fold: int, val_fraction: float,
                    seed: int) -> dict[str, np.ndarray]:
-    """Subject ids of the fold's inner-training, inner-validation and test sets."""
-    train_ids, test_ids = fold_subjects(splits, fold)
+    """Subject ids of the fold's inner-training, inner-validation and test sets (the final
+    model, ``fold`` = :data:`~phyllodes.train.spec.FINAL_FOLD`: every subject trains, none
+    is a test subject)."""
+    if fold == FINAL_FOLD:
+        train_ids, test_ids = cohort.subjects["subject_id"].to_numpy(), np.array([], dtype=object)
+    else:
+        train_ids, test_ids = fold_subjects(splits, fold)
     subj = cohort.subjects.set_index("subject_id").loc[train_ids].reset_index()
     tr, va = inner_split(subj, val_fraction, seed=seed)
     return {"train": np.asarray(tr), "val": np.asarray(va), "test": np.asarray(test_ids)}
@@ -137,7 +142,8 @@ def train_classical(cohort: Cohort, parts: dict, spec: RunSpec) -> RunOutput:
     for split in ("val", "test"):
         rows = _rows(cohort, parts[split])
         x = enc.transform_images(cohort.images.iloc[rows])
-        preds.append(_predictions(cohort, rows, clf.predict_proba(x)[:, 1], split, spec.fold))
+        prob = clf.predict_proba(x)[:, 1] if len(rows) else np.zeros(0)
+        preds.append(_predictions(cohort, rows, prob, split, spec.fold))
     return RunOutput(pd.concat(preds, ignore_index=True), seconds=time.perf_counter() - t0,
                      extra={"sklearn_model": clf, "clinical_encoder": enc})
 
@@ -354,26 +360,36 @@ class Trainer:
         first ``tta_views`` augmented views (the per-epoch monitoring skips those: they cost
         as much as the epoch's training)."""
         rows = self.rows[split]
-        clin = self.x_clin[rows]
-        bs = max(self.batch_size, 64)
-        if not self.uses_images:
-            return predict_proba(self.model, None, clin, bs, self.amp)
-        if self.cached:
-            inputs = [self.views[k][rows] for k in ("clean", "flip")]
-        else:
-            inputs = [self.x_img[rows], self.x_img[rows].flip(-1)]
-        if not self.profile.tta_flip:
-            inputs = inputs[:1]
-        n_views = self.profile.tta_views if views else 0
-        if n_views and self.cached:
-            inputs += [self.views["views"][v][rows]
-                       for v in range(min(n_views, self.views["views"].shape[0]))]
-        elif n_views:
-            g = torch.Generator(device=self.device).manual_seed(TTA_SEED)
-            inputs += [augment(to_float(self.x_img[rows]), g) for _ in range(n_views)]
-        probs = [predict_proba(self.model, x, clin, bs, self.amp, prefix=self.cached)
-                 for x in inputs]
-        return np.mean(probs, axis=0).astype(np.float32) if len(probs) > 1 else probs[0]
+        return tta_predict(self.model, self.x_img, self.views, self.x_clin, rows,
+                           self.profile.tta_flip, self.profile.tta_views if views else 0,
+                           max(self.batch_size, 64), self.amp, self.device)
+
+
+def tta_predict(model: PhyllodesNet, x_img: torch.Tensor | None, views: dict | None,
+                x_clin: torch.Tensor, rows: torch.Tensor, tta_flip: bool, tta_views: int,
+                batch_size: int, amp: torch.dtype | None, device: str) -> np.ndarray:
+    """The test-time prediction of a run's model on ``rows`` (the one definition, for the
+    test fold in training and for a cohort the model never saw, :mod:`phyllodes.train.apply`):
+    the mean probability over the image, its left-right flip (``tta_flip``) and its first
+    ``tta_views`` augmented views (the cached ``views`` of the frozen prefix when given, else
+    views drawn with the fixed :data:`TTA_SEED`)."""
+    clin = x_clin[rows]
+    if x_img is None:
+        return predict_proba(model, None, clin, batch_size, amp)
+    cached = views is not None
+    if cached:
+        inputs = [views[k][rows] for k in ("clean", "flip")]
+    else:
+        inputs = [x_img[rows], x_img[rows].flip(-1)]
+    if not tta_flip:
+        inputs = inputs[:1]
+    if tta_views and cached:
+        inputs += [views["views"][v][rows] for v in range(min(tta_views, views["views"].shape[0]))]
+    elif tta_views:
+        g = torch.Generator(device=device).manual_seed(TTA_SEED)
+        inputs += [augment(to_float(x_img[rows]), g) for _ in range(tta_views)]
+    probs = [predict_proba(model, x, clin, batch_size, amp, prefix=cached) for x in inputs]
+    return np.mean(probs, axis=0).astype(np.float32) if len(probs) > 1 else probs[0]
 
 
 def train_neural(study: Study, parts: dict, spec: RunSpec, encoder_weights: str | None = None,
