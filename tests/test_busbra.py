@@ -122,3 +122,16 @@ def test_converter_refuses_a_folder_that_is_not_the_release(tmp_path):
     (tmp_path / "bus_data.csv").write_text("ID,Case\n")
     with pytest.raises(BusBraError, match="5-fold-cv.csv"):
         convert_busbra(tmp_path, tmp_path / "out")
+
+
+@pytest.mark.parametrize("value, message", [("../outside.csv", "inside the cohort folder"),
+                                            ("missing.csv", "no such file")])
+def test_a_cohorts_own_splits_key_is_checked(cohort_copy, value, message):
+    import yaml
+
+    from phyllodes.data.cohort import validate_cohort
+    cfg = yaml.safe_load((cohort_copy / "cohort.yaml").read_text())
+    cfg["splits"] = value
+    (cohort_copy / "cohort.yaml").write_text(yaml.safe_dump(cfg))
+    report = validate_cohort(cohort_copy, check_images=False)
+    assert not report.ok and any(message in str(p) for p in report.problems)
