@@ -123,7 +123,8 @@ def test_sections_follow_the_paper_and_the_appendix_closes(tmp_path):
     _copy_outputs(tmp_path)
     page = report_html.build_report(tmp_path, COHORT).read_text()
     assert _section_ids(page) == ["cohort", "single-modalities", "multimodal", "encoders",
-                                  "calibration", "explanations", "recipe"]
+                                  "calibration", "explanations", "recipe",
+                                  "external-validation"]
     # every artifact file is linked, relative to the output root
     from phyllodes.report.artifacts import ARTIFACTS
     for a in ARTIFACTS:
