@@ -32,7 +32,7 @@ RECIPE_FILES = ("train/trainer.py", "train/spec.py", "train/probe.py", "train/vi
                 "models/network.py", "models/encoders.py", "models/pretrained.py",
                 "data/clinical.py", "data/images.py", "data/imageio.py", "data/splits.py",
                 "keys.py")
-RECIPE_SOURCE = "fbb74aef5de3226b"
+RECIPE_SOURCE = "df470ab0c6f4fa15"
 
 
 def _without_docstrings(tree: ast.AST) -> ast.AST:

@@ -37,6 +37,14 @@ def upright(im: Image.Image) -> Image.Image:
     return ImageOps.exif_transpose(im) if orientation(im) != 1 else im
 
 
+def upright_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) of an image as a viewer shows it (EXIF orientation applied), read from
+    its header without decoding the pixels."""
+    with Image.open(path) as im:
+        w, h = im.size
+        return (h, w) if orientation(im) in (5, 6, 7, 8) else (w, h)
+
+
 def gray8(im: Image.Image) -> Image.Image:
     """An opened image as an 8-bit grayscale ('L') image, upright (:func:`upright`)."""
     im = upright(im)

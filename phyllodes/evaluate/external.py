@@ -22,15 +22,14 @@ Nothing here fits anything on the external cohort except the labelled intercept 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 from scipy import special
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
+from phyllodes.data.imageio import upright_size
 from phyllodes.evaluate import stats
 from phyllodes.evaluate.metrics import subject_level
 
@@ -130,12 +129,9 @@ def subgroup_table(preds: pd.DataFrame, groups: pd.Series, name: str, n_boot: in
 
 
 def _image_sizes(cohort) -> np.ndarray:
-    """(width, height) of every stored image, read from the file headers (no decoding)."""
-    sizes = []
-    for p in cohort.images["image_abspath"]:
-        with Image.open(Path(p)) as im:
-            sizes.append(im.size)
-    return np.asarray(sizes, dtype=float)
+    """(width, height) of every stored image as the study reads it (EXIF orientation
+    applied), from the file headers (no decoding)."""
+    return np.asarray([upright_size(p) for p in cohort.images["image_abspath"]], dtype=float)
 
 
 def _median_iqr(x, digits: int = 0) -> str:
