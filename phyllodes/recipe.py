@@ -26,13 +26,13 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent
 
 #: Version of the training recipe (see the module docstring).
-RECIPE_VERSION = 7
+RECIPE_VERSION = 8
 #: Files (relative to the package) whose code decides what a run computes.
 RECIPE_FILES = ("train/trainer.py", "train/spec.py", "train/probe.py", "train/views.py",
                 "models/network.py", "models/encoders.py", "models/pretrained.py",
                 "data/clinical.py", "data/images.py", "data/imageio.py", "data/splits.py",
                 "keys.py")
-RECIPE_SOURCE = "df470ab0c6f4fa15"
+RECIPE_SOURCE = "855b280ab511000a"
 
 
 def _without_docstrings(tree: ast.AST) -> ast.AST:

@@ -99,3 +99,26 @@ def test_augment_flips_left_right_never_up_down():
     b = augment(y, torch.Generator().manual_seed(0), speckle=0)
     flipped = (b[..., 20:28].mean((1, 2, 3)) > b[..., 4:12].mean((1, 2, 3))).float().mean()
     assert 0.3 < flipped < 0.7
+
+
+def test_fixed_views_depend_on_the_image_alone_not_its_batch():
+    """A case predicted alone must get the test-time views it got inside its cohort."""
+    from phyllodes.data.images import fixed_view, pixel_digests
+    x = (torch.rand(12, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 255
+         ).to(torch.uint8)
+    d = pixel_digests(x)
+    batch = fixed_view(x, d, 3, seed=7)
+    alone = fixed_view(x[4:5], d[4:5], 3, seed=7)
+    assert torch.equal(batch[4:5], alone)
+    perm = torch.randperm(12, generator=torch.Generator().manual_seed(1))
+    shuffled = fixed_view(x[perm], [d[i] for i in perm.tolist()], 3, seed=7)
+    assert torch.equal(shuffled, batch[perm])
+    # another view, another seed or another image: other pixels
+    assert not torch.equal(fixed_view(x, d, 4, seed=7), batch)
+    assert not torch.equal(fixed_view(x, d, 3, seed=8), batch)
+    assert (batch - to_float(x)).abs().mean() > 0.01
+    assert float(batch.min()) >= 0 and float(batch.max()) <= 1
+
+
+def to_float(x):
+    return x.float() / 255

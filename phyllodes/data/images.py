@@ -12,7 +12,10 @@ notebooks' runs share it.
 :func:`augment` applies ultrasound-appropriate augmentation to a float batch on whatever device
 the batch is on: left-right flip (never up-down: depth has a direction in ultrasound), small
 affine jitter (scale, rotation, translation), gain (brightness), contrast and gamma jitter, and
-multiplicative speckle-like noise.
+multiplicative speckle-like noise. :func:`fixed_view` draws the test-time (and cached) views
+of each image from a generator seeded by that image's own pixels and the view's index, so an
+image's views do not depend on which other images are decoded with it or in what order: a case
+predicted alone gets the views it got inside its cohort.
 """
 
 from __future__ import annotations
@@ -189,26 +192,69 @@ def augment(x: torch.Tensor, generator: torch.Generator | None = None,
 
     All draws come from ``generator`` (on the batch's device) so a seed reproduces them.
     """
-    b, dev = x.shape[0], x.device
+    draws = _draw(x.shape, x.device, generator, speckle > 0)
+    return _apply(x, draws, max_rotate_deg, max_scale, max_shift, gain, contrast, gamma,
+                  speckle)
 
-    def u(*shape):  # uniform in [-1, 1)
-        return torch.rand(*shape, device=dev, generator=generator) * 2 - 1
 
-    flip = torch.rand(b, device=dev, generator=generator) < 0.5
-    ang = u(b) * np.deg2rad(max_rotate_deg)
-    scale = 1 + u(b) * max_scale
-    shift = u(b, 2) * max_shift * 2
+def _draw(shape, dev, generator: torch.Generator | None, noise: bool) -> dict:
+    """The random numbers of :func:`augment` for a batch of ``shape``, in their fixed order."""
+    b = shape[0]
+
+    def u(*s):  # uniform in [-1, 1)
+        return torch.rand(*s, device=dev, generator=generator) * 2 - 1
+
+    d = {"flip": torch.rand(b, device=dev, generator=generator) < 0.5, "ang": u(b),
+         "scale": u(b), "shift": u(b, 2), "gain": u(b, 1, 1, 1), "contrast": u(b, 1, 1, 1),
+         "gamma": u(b, 1, 1, 1)}
+    if noise:
+        d["noise"] = torch.randn(tuple(shape), device=dev, generator=generator)
+    return d
+
+
+def _apply(x: torch.Tensor, d: dict, max_rotate_deg: float = 10.0, max_scale: float = 0.1,
+           max_shift: float = 0.05, gain: float = 0.15, contrast: float = 0.15,
+           gamma: float = 0.2, speckle: float = 0.05) -> torch.Tensor:
+    flip = d["flip"]
+    ang = d["ang"] * np.deg2rad(max_rotate_deg)
+    scale = 1 + d["scale"] * max_scale
+    shift = d["shift"] * max_shift * 2
     cos, sin = torch.cos(ang) / scale, torch.sin(ang) / scale
     sx = torch.where(flip, -cos, cos)
     theta = torch.stack([torch.stack([sx, -sin, shift[:, 0]], 1),
                          torch.stack([torch.where(flip, -sin, sin), cos, shift[:, 1]], 1)], 1)
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    g = (1 + u(b, 1, 1, 1) * gain)
-    c = (1 + u(b, 1, 1, 1) * contrast)
+    g = (1 + d["gain"] * gain)
+    c = (1 + d["contrast"] * contrast)
     mean = x.mean(dim=(2, 3), keepdim=True)
     x = ((x - mean) * c + mean) * g
-    x = x.clamp(0, 1) ** torch.exp(u(b, 1, 1, 1) * gamma)
+    x = x.clamp(0, 1) ** torch.exp(d["gamma"] * gamma)
     if speckle > 0:
-        x = x * (1 + speckle * torch.randn(x.shape, device=dev, generator=generator))
+        x = x * (1 + speckle * d["noise"])
     return x.clamp_(0, 1)
+
+
+def pixel_digests(images_u8: torch.Tensor) -> list[bytes]:
+    """A digest of each image's pixels (N, 1, S, S) uint8: the seed material of its views."""
+    arr = images_u8.cpu().contiguous().numpy()
+    return [hashlib.sha256(a.tobytes()).digest() for a in arr]
+
+
+def fixed_view(images_u8: torch.Tensor, digests: list[bytes], view: int, seed: int
+               ) -> torch.Tensor:
+    """Augmented view number ``view`` of every image, float (N, 1, S, S) in [0, 1] on the CPU.
+
+    Image i's view is :func:`augment` drawn from a generator seeded by its pixel digest
+    (:func:`pixel_digests`), ``seed`` and ``view`` only: the same image gets the same views
+    alone, in any batch and in any order."""
+    x = to_float(images_u8.cpu())
+    tag = f"|{seed}|{view}".encode()
+    draws = []
+    for d in digests:
+        g = torch.Generator().manual_seed(
+            int.from_bytes(hashlib.sha256(d + tag).digest()[:8], "little") >> 1)
+        draws.append(_draw((1, *x.shape[1:]), x.device, g, True))
+    if not draws:
+        return x
+    return _apply(x, {k: torch.cat([d[k] for d in draws]) for k in draws[0]})

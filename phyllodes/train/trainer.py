@@ -46,7 +46,7 @@ from torch.utils.data import WeightedRandomSampler
 
 from phyllodes.data.clinical import ClinicalEncoder
 from phyllodes.data.cohort import Cohort
-from phyllodes.data.images import augment, to_float
+from phyllodes.data.images import augment, fixed_view, pixel_digests, to_float
 from phyllodes.data.splits import fold_subjects, inner_split, subject_weights
 from phyllodes.evaluate.metrics import subject_auc
 from phyllodes.models.encoders import resolve_pretrained
@@ -372,7 +372,9 @@ def tta_predict(model: PhyllodesNet, x_img: torch.Tensor | None, views: dict | N
     test fold in training and for a cohort the model never saw, :mod:`phyllodes.train.apply`):
     the mean probability over the image, its left-right flip (``tta_flip``) and its first
     ``tta_views`` augmented views (the cached ``views`` of the frozen prefix when given, else
-    views drawn with the fixed :data:`TTA_SEED`)."""
+    views drawn with the fixed :data:`TTA_SEED`). An image's views depend on its pixels only
+    (:func:`phyllodes.data.images.fixed_view`), so a case predicted alone gets the probability
+    it gets inside its cohort."""
     clin = x_clin[rows]
     if x_img is None:
         return predict_proba(model, None, clin, batch_size, amp)
@@ -386,8 +388,9 @@ def tta_predict(model: PhyllodesNet, x_img: torch.Tensor | None, views: dict | N
     if tta_views and cached:
         inputs += [views["views"][v][rows] for v in range(min(tta_views, views["views"].shape[0]))]
     elif tta_views:
-        g = torch.Generator(device=device).manual_seed(TTA_SEED)
-        inputs += [augment(to_float(x_img[rows]), g) for _ in range(tta_views)]
+        x_u8 = x_img[rows]
+        digests = pixel_digests(x_u8)
+        inputs += [fixed_view(x_u8, digests, v, TTA_SEED).to(device) for v in range(tta_views)]
     probs = [predict_proba(model, x, clin, batch_size, amp, prefix=cached) for x in inputs]
     return np.mean(probs, axis=0).astype(np.float32) if len(probs) > 1 else probs[0]
 

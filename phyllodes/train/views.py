@@ -3,7 +3,8 @@
 With the stem and first stages of an EfficientNet frozen (``frozen_stages``), their output does
 not depend on the fold: :func:`view_cache` computes it for every image of the cohort — the
 clean image, its left-right flip (for flip TTA and the linear-probe initialisation) and K
-augmented views (:func:`phyllodes.data.images.augment`, one fixed generator seed) — and every fold,
+augmented views (:func:`phyllodes.data.images.fixed_view`: each image's own views, seeded by its
+pixels and the view's index) — and every fold,
 modality and fusion of a study reuses it. Training then draws, for each image and epoch, one of
 its K views and runs only the trainable stages. Nothing is fit and the augmentation is
 label-free, so sharing it across folds leaks nothing.
@@ -30,7 +31,7 @@ from pathlib import Path
 import torch
 
 from phyllodes import paths
-from phyllodes.data.images import ImageSet, augment
+from phyllodes.data.images import ImageSet, augment, fixed_view, pixel_digests
 from phyllodes.models.encoders import prefix_modules
 from phyllodes.recipe import code_digest
 
@@ -42,7 +43,7 @@ def views_code_digest() -> str:
     """Digest of the code the cached views depend on (the augmentation, the prefix's forward
     and this module's pass): a change to it makes new views, never reuses old ones."""
     from phyllodes.models.network import PhyllodesNet
-    return code_digest(augment, PhyllodesNet.encode_prefix, _run)
+    return code_digest(augment, fixed_view, pixel_digests, PhyllodesNet.encode_prefix, _run)
 
 
 def prefix_digest(model) -> str:
@@ -91,11 +92,12 @@ def view_cache(model, image_set: ImageSet, k: int, device: str = "cpu",
     was_training = model.training
     model.eval()
     x01 = image_set.images.float().div(255.0)
-    g = torch.Generator().manual_seed(VIEWS_SEED)
+    digests = pixel_digests(image_set.images)
     blob = {"clean": _run(model, x01, dtype, device),
             "flip": _run(model, x01.flip(-1), dtype, device),
-            "views": torch.stack([_run(model, augment(x01.clone(), g), dtype, device)
-                                  for _ in range(k)])}
+            "views": torch.stack([_run(model, fixed_view(image_set.images, digests, v,
+                                                         VIEWS_SEED), dtype, device)
+                                  for v in range(k)])}
     model.train(was_training)
     file.parent.mkdir(parents=True, exist_ok=True)
     tmp = file.with_suffix(".tmp")
