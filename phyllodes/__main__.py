@@ -62,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
                     "the images")
 
     from phyllodes import cli_runs
+    from phyllodes.handover import cli as handover_cli
     cli_runs.add_parsers(sub)
+    handover_cli.add_parsers(sub)
     # commands with their own argument parser: everything after the name goes to them
     delegated = {"readme": ("phyllodes.report.readme", "regenerate README.md's generated sections"),
                  "check": ("phyllodes.ops.check", "rerun the study into a scratch folder and "
@@ -119,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         out = make_synthetic_cohort(args.out, args.subjects, args.seed, args.image_size)
         print(f"wrote a synthetic cohort to {out}")
         return 0
+    if args.command in ("export", "predict"):
+        return handover_cli.dispatch(args)
     return cli_runs.dispatch(args)
 
 

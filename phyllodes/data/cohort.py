@@ -286,7 +286,8 @@ def cohort_name(cohort: str | Path) -> str:
 
 
 def validate_cohort(cohort: str | Path = paths.DEFAULT_COHORT, folds: int | None = None,
-                    check_images: bool = True) -> ValidationReport:
+                    check_images: bool = True, labelled: bool = True,
+                    yaml_file: str | Path | None = None) -> ValidationReport:
     """Run every check of the contract over every stage that can run; never raises for a bad
     cohort (the report lists the problems).
 
@@ -296,7 +297,7 @@ def validate_cohort(cohort: str | Path = paths.DEFAULT_COHORT, folds: int | None
     existence are checked.
     """
     root = resolve_cohort_dir(cohort)
-    ctx = run_checks(root, folds, check_images)
+    ctx = run_checks(root, folds, check_images, labelled, yaml_file)
     report = ValidationReport(root, ctx.problems, ctx.notes, ctx.skipped)
     if not ctx.problems:
         report.cohort = Cohort(name=ctx.config.name, root=root, config=ctx.config,
@@ -306,9 +307,14 @@ def validate_cohort(cohort: str | Path = paths.DEFAULT_COHORT, folds: int | None
 
 
 def load_cohort(cohort: str | Path = paths.DEFAULT_COHORT, folds: int | None = None,
-                check_images: bool = True) -> Cohort:
-    """Load and validate a cohort; raise :class:`CohortError` listing every problem."""
-    report = validate_cohort(cohort, folds, check_images)
+                check_images: bool = True, labelled: bool = True,
+                yaml_file: str | Path | None = None) -> Cohort:
+    """Load and validate a cohort; raise :class:`CohortError` listing every problem.
+
+    ``labelled=False``: patients to predict (no label needed, see
+    :class:`~phyllodes.data.contract.Checks`); ``yaml_file``: read this cohort.yaml instead of
+    the folder's own."""
+    report = validate_cohort(cohort, folds, check_images, labelled, yaml_file)
     if not report.ok:
         raise CohortError(report.root, report.problems)
     for n in report.notes:

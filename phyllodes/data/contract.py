@@ -185,6 +185,12 @@ class Checks:
     root: Path
     folds: int | None = None
     check_images: bool = True
+    #: False for patients to predict (``python -m phyllodes predict``): the label column may be
+    #: absent or empty, no class balance is asked for, and a feature may be missing on every
+    #: row (it is imputed as in training, and said so)
+    labelled: bool = True
+    #: the cohort.yaml to read instead of the folder's own (a model's input declaration)
+    yaml_file: Path | None = None
     config: CohortConfig | None = None
     header: list[str] | None = None
     df: pd.DataFrame | None = None      #: all values as stripped strings, plus '_line'
@@ -203,7 +209,7 @@ class Checks:
 
     @property
     def yaml_path(self) -> Path:
-        return self.root / "cohort.yaml"
+        return self.yaml_file or self.root / "cohort.yaml"
 
     def add(self, kind: str, where: str, message: str) -> None:
         self.problems.append(Problem(kind, where, message))
@@ -248,7 +254,11 @@ class Checks:
         df["image_abspath"] = [str(self.root / p) for p in df["image_path"]]
         if MASK_COLUMN in df.columns:
             df["mask_abspath"] = [str(self.root / p) if p else "" for p in df[MASK_COLUMN]]
+        if "label" not in df.columns:  # patients to predict (labelled=False)
+            df["label"] = ""
         df["y"] = df["label"].isin(cfg.positive_labels).astype(int)
+        if not self.labelled:  # an unlabelled row has no class
+            df["y"] = df["y"].where(df["label"] != "").astype(float)
         return df.rename(columns={"_line": "csv_line"}).reset_index(drop=True)
 
 
@@ -679,6 +689,8 @@ def check_columns(ck: Checks) -> None:
         return
     name, cols = ck.csv_path.name, ck.header
     for c in REQUIRED_COLUMNS:
+        if c == "label" and not ck.labelled:
+            continue
         if c not in cols:
             ck.add("columns", name, f"column '{c}' is missing (required by the contract)"
                    f"{_hint(c, cols)}; add it to the header")
@@ -779,7 +791,7 @@ def check_labels(ck: Checks) -> None:
     cfg = ck.config
     known = [*cfg.positive_labels, *cfg.negative_labels]
     for lab, rows in ck.df.groupby("label", sort=False).groups.items():
-        if lab in known:
+        if lab in known or (not lab and not ck.labelled):
             continue
         for i in rows:
             ck.add("label", ck.at(i, "label"), "empty; every image needs its subject's label"
@@ -928,7 +940,7 @@ def check_subject_consistency(ck: Checks) -> None:
 
 def check_feature_coverage(ck: Checks) -> None:
     """No feature is missing on every row (it could not be learned from, and hides a typo)."""
-    if ck.df is None or ck.config is None or not len(ck.df):
+    if ck.df is None or ck.config is None or not len(ck.df) or not ck.labelled:
         return
     declared = set(ck.config.missing_values)
     for col in ck.config.features:
@@ -1297,7 +1309,7 @@ def check_duplicate_bytes(ck: Checks) -> None:
 def check_classes(ck: Checks) -> None:
     """Both classes present, and enough subjects of each for the folds (and the inner
     validation split inside each training fold)."""
-    if not ck.has("subject_id", "label") or ck.config is None:
+    if not ck.has("subject_id", "label") or ck.config is None or not ck.labelled:
         return
     known = set(ck.config.positive_labels) | set(ck.config.negative_labels)
     d = ck.df[ck.df["label"].isin(known) & (ck.df["subject_id"] != "")]
@@ -1328,9 +1340,12 @@ CHECKS = (check_columns, apply_exclusions, check_subject_ids, check_labels, chec
           check_duplicate_bytes, check_classes)
 
 
-def run_checks(root: Path, folds: int | None = None, check_images: bool = True) -> Checks:
-    """Read both files and run every check that what was read allows."""
-    ck = Checks(root=root, folds=folds, check_images=check_images)
+def run_checks(root: Path, folds: int | None = None, check_images: bool = True,
+               labelled: bool = True, yaml_file: Path | None = None) -> Checks:
+    """Read both files and run every check that what was read allows (``labelled`` and
+    ``yaml_file``: see :class:`Checks`)."""
+    ck = Checks(root=root, folds=folds, check_images=check_images, labelled=labelled,
+                yaml_file=Path(yaml_file) if yaml_file else None)
     read_config(ck)
     read_csv(ck)
     if ck.config is None:

@@ -432,6 +432,26 @@ def _artifact_block(a: Artifact, tables_dir: Path, figures_dir: Path, here: Path
     return f"<h3>{_esc(a.name)}</h3>" + "".join(parts) + note
 
 
+def write_model_card(output: Path, cohort: str, here: Path, tables_dir: Path,
+                     figures_dir: Path) -> Path | None:
+    """``report/<cohort>/model_card.md`` from the tables, with the details of the model
+    notebook 07 exported for this cohort (``results/<cohort>/models/``) when there is one."""
+    import json
+
+    from phyllodes.report.model_card import model_card
+    if not tables_dir.is_dir():
+        return None
+    doc = None
+    for p in sorted((output / "results" / cohort / "models").glob("*/model.json")):
+        d = json.loads(p.read_text())
+        if d.get("training_data", {}).get("cohort") == cohort:
+            doc = d
+            break
+    card = here / "model_card.md"
+    card.write_text(model_card(tables_dir, doc, figures_dir), encoding="utf-8")
+    return card
+
+
 def _model_card_html(here: Path, tables_dir: Path) -> str:
     parts = []
     card = here / "model_card.md"
@@ -518,6 +538,7 @@ def build_report(output: Path | str | None = None, cohort: str = BUNDLED,
                     + (f'<p class="note">From notebook {from_nb}.</p>' if from_nb else "")
                     + content + "</section>")
         toc.append((sec.id, sec.title))
+    write_model_card(output, cohort, here, tables_dir, figures_dir)
     card = _model_card_html(here, tables_dir)
     if card:
         body.append(f'<section class="paper" id="model-card"><h2>Model card</h2>{card}'

@@ -42,7 +42,7 @@ class ApplyError(ValueError):
     """The run's model cannot be applied to the target cohort as it is."""
 
 
-def _target(study: Study, settings: dict) -> Study:
+def target_study(study: Study, settings: dict) -> Study:
     """The target study under the run's image settings and precision."""
     keep = {k: settings[k] for k in (*IMAGE_SETTINGS, "precision") if k in settings}
     return study.with_settings(**keep) if keep else study
@@ -71,7 +71,7 @@ def apply_run(run_dir: Path | str, study: Study, encoder_weights: str | None = N
     run_dir = Path(run_dir)
     record = read_model_record(run_dir)
     spec, settings = RunSpec(**record["spec"]), record["settings"]
-    target = _target(study, settings)
+    target = target_study(study, settings)
     cohort, device = target.cohort, target.device
     if spec.uses_images:
         weights = weights_file(spec.encoder, encoder_weights, study.weights_dir)
@@ -90,20 +90,7 @@ def apply_run(run_dir: Path | str, study: Study, encoder_weights: str | None = N
         prob = clf.predict_proba(_clinical(enc, target, run_dir, spec).numpy())[:, 1]
     else:
         model, enc, _ = load_run_model(run_dir)
-        model = model.to(device)
-        x_clin = _clinical(enc, target, run_dir, spec, int(record["n_clinical"])).to(device)
-        amp = autocast_dtype(target.profile, device)
-        x_img, views = None, None
-        if spec.uses_images:
-            image_set = target.images()
-            x_img = image_set.images.to(device)
-            if settings.get("cache_views") and model.prefix_stages:
-                views = view_cache(model, image_set, int(settings["cache_views"]), device,
-                                   amp or torch.float32, memory=target.memory,
-                                   cache_dir=target.cache_dir)
-        rows = torch.arange(len(cohort.images), device=device)
-        prob = tta_predict(model, x_img, views, x_clin, rows, bool(settings.get("tta_flip")),
-                           int(settings.get("tta_views") or 0), 64, amp, device)
+        prob = network_probs(model, enc, record, target, run_dir.name)
     imgs = cohort.images
     return pd.DataFrame({"subject_id": imgs["subject_id"].to_numpy(),
                          "image_path": imgs["image_path"].to_numpy(), "fold": spec.fold,
@@ -111,6 +98,26 @@ def apply_run(run_dir: Path | str, study: Study, encoder_weights: str | None = N
                          "prob": np.asarray(prob, dtype=float), "run_id": run_dir.name,
                          "modality": spec.modality, "model": spec.model, "fusion": spec.fusion,
                          "model_label": run_label(spec, settings)})
+
+
+def network_probs(model, enc, record: dict, target: Study, name: str) -> np.ndarray:
+    """A network's test-time probability of every image of ``target`` (already under the
+    model's image settings, :func:`target_study`): its image, flip and views as in its run."""
+    spec, settings, device = RunSpec(**record["spec"]), record["settings"], target.device
+    model = model.to(device)
+    x_clin = _clinical(enc, target, Path(name), spec, int(record["n_clinical"])).to(device)
+    amp = autocast_dtype(target.profile, device)
+    x_img, views = None, None
+    if spec.uses_images:
+        image_set = target.images()
+        x_img = image_set.images.to(device)
+        if settings.get("cache_views") and model.prefix_stages:
+            views = view_cache(model, image_set, int(settings["cache_views"]), device,
+                               amp or torch.float32, memory=target.memory,
+                               cache_dir=target.cache_dir)
+    rows = torch.arange(len(target.cohort.images), device=device)
+    return tta_predict(model, x_img, views, x_clin, rows, bool(settings.get("tta_flip")),
+                       int(settings.get("tta_views") or 0), 64, amp, device)
 
 
 def run_label(spec: RunSpec, settings: dict) -> str:

@@ -306,14 +306,23 @@ def load_linear_model(run_dir: Path) -> tuple[object, ClinicalEncoder | None, di
     clinical encoder's vectors; the linear probe: a StandardScaler + LogisticRegression
     pipeline on the encoder's pooled features) rebuilt from ``model.json``, its clinical
     encoder (None for the probe) and config. A tree ensemble is not stored: ValueError."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
     run_dir = Path(run_dir)
     record = read_model_record(run_dir)
     data = record.get("model")
     if record["kind"] != "sklearn" or not isinstance(data, dict):
         raise ValueError(f"{run_dir}: no linear model stored ({data or record['kind']})")
+    clf = linear_model_from_data(data)
+    enc = record["clinical_encoder"]
+    cfg = json.loads((run_dir / "config.json").read_text())
+    return clf, (ClinicalEncoder.from_json(enc) if enc is not None else None), cfg
+
+
+def linear_model_from_data(data: dict):
+    """A logistic regression (or StandardScaler + LogisticRegression pipeline) rebuilt from
+    the data :func:`model_record` wrote."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
     lr = LogisticRegression()
     dtype = np.dtype(data.get("dtype", "float64"))
     lr.coef_ = np.asarray(data["coef"], dtype=dtype)
@@ -327,9 +336,7 @@ def load_linear_model(run_dir: Path) -> tuple[object, ClinicalEncoder | None, di
         scaler.scale_ = np.asarray(data["scaler"]["scale"], dtype=np.float64)
         scaler.n_features_in_ = len(scaler.mean_)
         clf = make_pipeline(scaler, lr)
-    enc = record["clinical_encoder"]
-    cfg = json.loads((run_dir / "config.json").read_text())
-    return clf, (ClinicalEncoder.from_json(enc) if enc is not None else None), cfg
+    return clf
 
 
 def load_predictions(run_dirs: Iterable[Path]) -> pd.DataFrame:
