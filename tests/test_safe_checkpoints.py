@@ -187,3 +187,23 @@ def test_probe_pipeline_is_written_as_coefficients(tmp_path):
     rebuilt, enc, _ = load_linear_model(tmp_path)
     assert enc is None
     np.testing.assert_array_equal(rebuilt.predict_proba(x), clf.predict_proba(x))
+
+
+def test_a_pickle_only_run_folder_is_not_finished_and_is_recomputed_aside(study):
+    """A folder of an earlier version (metrics.json + a pickled checkpoint, no model.json) at a
+    run's id is not a finished run: it is recomputed, the old folder kept aside, never
+    unpickled."""
+    from phyllodes.train.runs import is_finished, planned_run
+    spec = RunSpec("clinical", "mlp", fold=0)
+    plan = planned_run(study, spec)
+    plan.run_dir.mkdir(parents=True)
+    marker = plan.run_dir.parent / "executed.txt"
+    with open(plan.run_dir / "checkpoint.pt", "wb") as f:
+        pickle.dump({"state_dict": _Planted(marker)}, f)
+    (plan.run_dir / "metrics.json").write_text("{}")
+    assert not is_finished(plan.run_dir)
+    out = execute_run(study, spec, progress=False)
+    assert out == plan.run_dir and is_finished(out) and _no_pickles(out)
+    aside = [p for p in out.parent.iterdir() if p.name.startswith(out.name + ".unfinished-")]
+    assert len(aside) == 1 and (aside[0] / "checkpoint.pt").exists()
+    assert not marker.exists()

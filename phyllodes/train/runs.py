@@ -114,7 +114,9 @@ def run_id(config: dict) -> str:
 
 
 def is_finished(run_dir: Path) -> bool:
-    return (run_dir / "metrics.json").exists()
+    """A run folder with its metrics and its model as data (a folder of an earlier version with
+    only a pickled checkpoint is not: it is recomputed, and kept aside, never unpickled)."""
+    return (run_dir / "metrics.json").exists() and (run_dir / MODEL_FILE).exists()
 
 
 @dataclass(frozen=True)
@@ -235,8 +237,13 @@ def write_run(plan: PlannedRun, out: RunOutput, study: Study, overwrite: bool = 
                "epochs_run": len(out.history), "seconds": round(out.seconds, 2),
                "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
-    if final.exists():  # only reached with overwrite=True
+    if final.exists() and overwrite:
         shutil.rmtree(final)
+    elif final.exists():  # not finished (no model.json): kept aside, never deleted or loaded
+        aside = final.with_name(f"{final.name}.unfinished-{time.strftime('%Y%m%d-%H%M%S')}")
+        log.warning("run folder %s has no %s (an earlier version's pickle?): recomputed; the "
+                    "old folder is kept as %s", final, MODEL_FILE, aside.name)
+        final.rename(aside)
     tmp.rename(final)
     return final
 
