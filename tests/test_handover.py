@@ -26,7 +26,7 @@ from phyllodes.train.apply import apply_run
 from phyllodes.train.runs import execute_run
 from phyllodes.train.spec import FINAL_FOLD, RunSpec
 
-SMOKE = {"pretrained": "none"}
+SMOKE = {"pretrained": "none", "image_size": 32}
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_exported_folder_is_data_only_with_inner_validation_operating_points(exp
     assert doc["clinical_encoder"]["fitted_subjects"] > 0
     text = (folder / "model.json").read_text()
     assert not any(f'"{s}"' in text for s in val.index)
-    assert doc["preprocessing"]["image_size"] == 64 and doc["recipe_version"] >= 8
+    assert doc["preprocessing"]["image_size"] == 32 and doc["recipe_version"] >= 8
     assert set(doc["inputs"]["clinical"]) >= {"age", "echogenicity"}
 
 
@@ -246,3 +246,24 @@ def test_the_model_card_is_read_from_the_tables(tmp_path, exported):
     assert len(c) == len(TRIPOD_AI) and c.loc["23b", "answered in"].startswith("not addressed")
     assert c.loc["12e", "answered in"] == "`tables/breast-lesions-usg/table3_modality_comparison`"
     assert c.loc["19", "answered in"] == "not addressed"
+
+
+def test_unlabelled_patients_still_go_through_every_check_of_the_contract(exported, study,
+                                                                          tmp_path):
+    """No label is needed, but a broken image or an unknown label is still an error naming the
+    file, line and column."""
+    from phyllodes.data.cohort import CohortError
+    model = load_model(exported["final"])
+    bad = tmp_path / "bad"
+    shutil.copytree(study.cohort.root, bad)
+    (bad / "cohort.yaml").unlink()
+    df = pd.read_csv(bad / "cohort.csv", dtype=str, keep_default_na=False)
+    df["label"] = ""
+    df.loc[2, "label"] = "malignnt"
+    (bad / df.loc[5, "image_path"]).write_bytes(b"not an image")
+    df.to_csv(bad / "cohort.csv", index=False)
+    with pytest.raises(CohortError) as err:
+        load_patients(model, bad)
+    msg = str(err.value)
+    assert "line 4, column 'label'" in msg and "malignnt" in msg
+    assert df.loc[5, "image_path"] in msg

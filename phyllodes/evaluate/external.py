@@ -268,10 +268,8 @@ def shared_features(a, b) -> list[str]:
 
 
 def _sens_spec(y: np.ndarray, p: np.ndarray, t: float) -> tuple[float, float]:
-    pos = p >= t
-    sens = float(pos[y == 1].mean()) if (y == 1).any() else np.nan
-    spec = float((~pos)[y == 0].mean()) if (y == 0).any() else np.nan
-    return sens, spec
+    from phyllodes.evaluate.metrics import sensitivity_of, specificity_of
+    return sensitivity_of(y, p >= t), specificity_of(y, p >= t)
 
 
 def performance_table(d: Direction, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:

@@ -75,6 +75,20 @@ _TIE_ATOL = 1e-12
 # --------------------------------------------------------------------------- one set of predictions
 
 
+def sensitivity_of(y, positive) -> float:
+    """Share of the positives (``y`` = 1) called positive (``positive`` True); NaN without
+    positives."""
+    y, positive = np.asarray(y), np.asarray(positive, dtype=bool)
+    return float(positive[y == 1].mean()) if (y == 1).any() else np.nan
+
+
+def specificity_of(y, positive) -> float:
+    """Share of the negatives called negative (benign subjects spared excision); NaN without
+    negatives."""
+    y, positive = np.asarray(y), np.asarray(positive, dtype=bool)
+    return float(1 - positive[y == 0].mean()) if (y == 0).any() else np.nan
+
+
 def _ratio(num: float, den: float) -> float:
     return float(num / den) if den > 0 else np.nan
 

@@ -36,7 +36,7 @@ from sklearn.metrics import roc_auc_score
 
 from phyllodes.data.references import ReferenceSpec
 from phyllodes.evaluate import stats
-from phyllodes.evaluate.metrics import subject_level
+from phyllodes.evaluate.metrics import sensitivity_of, specificity_of, subject_level
 
 _KEYS = ["subject_id", "image_path", "fold", "split", "y"]
 
@@ -140,14 +140,6 @@ def _boot_ci(fn, y, pos, groups, n_boot, seed) -> str:
     return stats.format_ci(ci["estimate"], ci["low"], ci["high"])
 
 
-def _sens(y, p):
-    return float(p[y == 1].mean()) if (y == 1).any() else np.nan
-
-
-def _spared(y, p):
-    return float(1 - p[y == 0].mean()) if (y == 0).any() else np.nan
-
-
 def reader_operating_points(reference: pd.DataFrame, ref: ReferenceSpec,
                             categories: list[str] | None = None, n_boot: int = 1000,
                             seed: int = 0) -> pd.DataFrame:
@@ -169,8 +161,8 @@ def reader_operating_points(reference: pd.DataFrame, ref: ReferenceSpec,
         t = ref.score_of(str(c)) if ref.type == "ordinal" else float(c)
         pos = (r["score"].to_numpy() >= t).astype(float)
         rows.append({"rule": f"{ref.title} >= {c}",
-                     "sensitivity (95% CI)": _boot_ci(_sens, y, pos, g, n_boot, seed),
-                     "benign spared excision (95% CI)": _boot_ci(_spared, y, pos, g, n_boot,
+                     "sensitivity (95% CI)": _boot_ci(sensitivity_of, y, pos, g, n_boot, seed),
+                     "benign spared excision (95% CI)": _boot_ci(specificity_of, y, pos, g, n_boot,
                                                                   seed),
                      "benign excised": int(((y == 0) & (pos == 1)).sum()),
                      "benign spared": int(((y == 0) & (pos == 0)).sum()),
@@ -237,8 +229,9 @@ def reader_operating_table(reference: pd.DataFrame, ref: ReferenceSpec,
                      "rule": f"{label} >= its fold's threshold (reader's sensitivity "
                              f"{dec.groupby('fold')['target_sensitivity'].first().mean():.3f} "
                              "on inner validation)",
-                     "sensitivity (95% CI)": _boot_ci(_sens, y, m, g.to_numpy(), n_boot, seed),
-                     "benign spared excision (95% CI)": _boot_ci(_spared, y, m, g.to_numpy(),
+                     "sensitivity (95% CI)": _boot_ci(sensitivity_of, y, m, g.to_numpy(),
+                                                      n_boot, seed),
+                     "benign spared excision (95% CI)": _boot_ci(specificity_of, y, m, g.to_numpy(),
                                                                   n_boot, seed),
                      "benign excised": int(((y == 0) & (m == 1)).sum()),
                      "benign spared": int(((y == 0) & (m == 0)).sum()),
@@ -254,9 +247,9 @@ def reader_operating_table(reference: pd.DataFrame, ref: ReferenceSpec,
             rows.append({"kind": f"downgrade: {ref.title} {name}",
                          "rule": f"{label} below its threshold among {ref.title} {name}",
                          "benign spared excision (95% CI)": _boot_ci(
-                             _spared, ys, ms, gs.to_numpy(), n_boot, seed)
+                             specificity_of, ys, ms, gs.to_numpy(), n_boot, seed)
                          if (ys == 0).any() else "undefined (no benign)",
-                         "sensitivity (95% CI)": _boot_ci(_sens, ys, ms, gs.to_numpy(),
+                         "sensitivity (95% CI)": _boot_ci(sensitivity_of, ys, ms, gs.to_numpy(),
                                                           n_boot, seed)
                          if (ys == 1).any() else "undefined (no cancer)",
                          "benign excised": int(((ys == 0) & (ms == 1)).sum()),
