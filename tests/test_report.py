@@ -243,4 +243,19 @@ def test_report_in_headless_chromium_at_1280_and_800_px(tmp_path):
         first_auc = re.search(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]", narrative).group(0)
         t3 = pd.read_csv(TABLES / "table3_modality_comparison.csv", dtype=str)
         assert first_auc in set(t3["AUC (pooled, 95% CI)"]), first_auc
+        # every number of the narrative, as the browser shows it, is one of the tables'
+        shown = re.sub(r"<[^>]+>", "", narrative).replace("\u2212", "-")
+        numbers = re.findall(r"(?<![\d.])-?\d+\.\d{3}(?!\d)", shown)
+        tables_text = "\n".join(p.read_text() for p in TABLES.glob("*.md"))
+        assert len(numbers) >= 20
+        missing = [n for n in numbers if n not in tables_text and n.lstrip("-") not in
+                   tables_text]
+        assert not missing, f"narrative numbers in no table: {missing}"
     assert (here / "screenshot-1280.png").exists() and (here / "screenshot-800.png").exists()
+    # the print view: a PDF of several pages, as a person would attach it
+    pdf = here / "report.pdf"
+    _chromium(browser, tmp_path / "p-pdf", 1280, f"--print-to-pdf={pdf}",
+              "--no-pdf-header-footer", index.as_uri())
+    data = pdf.read_bytes()
+    assert data.startswith(b"%PDF") and len(data) > 100_000
+    assert len(re.findall(rb"/Type\s*/Page(?!s)", data)) >= 5
