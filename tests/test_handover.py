@@ -267,3 +267,21 @@ def test_unlabelled_patients_still_go_through_every_check_of_the_contract(export
     msg = str(err.value)
     assert "line 4, column 'label'" in msg and "malignnt" in msg
     assert df.loc[5, "image_path"] in msg
+
+
+def test_an_image_only_model_takes_no_clinical_input_and_predicts_as_applied(study, tmp_path):
+    run = execute_run(study, RunSpec("image", study.profile.encoder, fold=FINAL_FOLD),
+                      progress=False)
+    folder = export_model(run, tmp_path / "image", study.cohort)
+    model = load_model(folder)
+    assert model.doc["inputs"]["clinical"] == [] and model.doc["clinical_encoder"] is None
+    # a cohort without any clinical column is fine for it
+    bare = tmp_path / "bare"
+    shutil.copytree(study.cohort.root, bare)
+    (bare / "cohort.yaml").unlink()
+    df = pd.read_csv(bare / "cohort.csv", dtype=str, keep_default_na=False)
+    df[["subject_id", "image_path", "roi_x0", "roi_y0", "roi_x1", "roi_y1"]].to_csv(
+        bare / "cohort.csv", index=False)
+    got = model.predict(load_patients(model, bare)).images["prob"].to_numpy()
+    ref = apply_run(run, study)["prob"].to_numpy()
+    assert np.abs(got - ref).max() < 1e-6

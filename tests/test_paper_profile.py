@@ -24,12 +24,15 @@ DRY_RUN = {"pretrained": "none", "image_size": 64, "epochs": 1, "folds": 2, "pat
            "clinical_epochs": 5, "n_boot": 100, "cam_examples": 1, "batch_size": 16}
 
 
-def _subset(dst: Path, n_benign: int = 24, n_malignant: int = 20) -> Path:
-    """The bundled cohort's first subjects of each class, their image and mask files only."""
-    src = paths.DEFAULT_COHORT
+def _subset(dst: Path, src: Path = paths.DEFAULT_COHORT, name: str = "paper-dry-run",
+            n_benign: int = 24, n_malignant: int = 20) -> Path:
+    """A bundled cohort's first subjects of each class (all their images), their image and mask
+    files only; its own folds file left out (the dry run makes 2 folds)."""
     df = pd.read_csv(src / "cohort.csv", dtype=str, keep_default_na=False)
-    keep = pd.concat([df[df["label"] == "benign"].head(n_benign),
-                      df[df["label"] == "malignant"].head(n_malignant)])
+    first = df.drop_duplicates("subject_id")
+    ids = set(first[first["label"] == "benign"]["subject_id"].head(n_benign)) | set(
+        first[first["label"] == "malignant"]["subject_id"].head(n_malignant))
+    keep = df[df["subject_id"].isin(ids)]
     dst.mkdir(parents=True)
     for col in ("image_path", "mask_path"):
         for rel in keep[col]:
@@ -39,7 +42,8 @@ def _subset(dst: Path, n_benign: int = 24, n_malignant: int = 20) -> Path:
     keep.to_csv(dst / "cohort.csv", index=False)
     import yaml
     cfg = yaml.safe_load((src / "cohort.yaml").read_text())
-    cfg["name"] = "paper-dry-run"
+    cfg["name"] = name
+    cfg.pop("splits", None)
     (dst / "cohort.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     return dst
 
@@ -52,9 +56,12 @@ def test_the_paper_profile_runs_every_notebook_with_its_six_encoders(tmp_path):
     paper = get_profile("paper")
     assert len(paper.encoders) == 6 and paper.fusion == "concat" and paper.cache_views == 0
     cohort = _subset(tmp_path / "cohort")
+    external = _subset(tmp_path / "external", paths.PUBLIC_DATA / "bus-bra", "bus-bra-dry-run",
+                       12, 10)
     out = tmp_path / "out"
     done = run_notebooks("paper", str(cohort), "cpu", 0, out, settings=DRY_RUN,
-                         extra_parameters={"scorecam_images": 4, "permutation_repeats": 2})
+                         extra_parameters={"scorecam_images": 4, "permutation_repeats": 2,
+                                           "external_cohort": str(external)})
     assert [d["notebook"] for d in done] == [p.name for p in numbered_notebooks()]
     res = out / "results" / "paper-dry-run"
 
@@ -83,3 +90,12 @@ def test_the_paper_profile_runs_every_notebook_with_its_six_encoders(tmp_path):
                          and c["settings"]["frozen_bn"] and c["settings"]["lp_init"]
                          and c["settings"]["image_size"] == 64 for c in image)
     assert {c["spec"]["model"] for c in image} >= set(paper.encoders)
+    # notebook 07: both ways with a small external cohort, the exported final model evaluated
+    rec7 = record("nb07_external_validation")
+    assert len(rec7["directions"]) == 2
+    exported = rec7["exported_models"]["paper-dry-run"]
+    assert exported and all("-fall-" in name for name in exported)
+    from phyllodes.handover.predict import load_model
+    model = load_model(res / "models" / exported[0])
+    assert model.doc["spec"]["model"] == "convnext_tiny"
+    assert model.doc["settings"]["tta_views"] == 16

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -53,6 +54,7 @@ from phyllodes.train.apply import run_label
 from phyllodes.train.runs import MODEL_FILE, WEIGHTS_FILE, read_model_record
 from phyllodes.train.spec import RunSpec
 
+log = logging.getLogger(__name__)
 #: the high-sensitivity operating point's target on inner validation
 SENSITIVITY_TARGET = 0.95
 
@@ -129,6 +131,12 @@ def _training_data(cohort: Cohort, config: dict, spec: RunSpec) -> dict:
             else f"fold {spec.fold} of the cross-validation (its training subjects)"}
 
 
+def _clinical_encoder(record: dict, spec: RunSpec) -> dict | None:
+    """The run's clinical encoder, None for a model that takes no clinical input (an image-only
+    network carries one it never reads)."""
+    return None if spec.modality == "image" else record["clinical_encoder"]
+
+
 def _clinical_without_ids(enc: dict | None) -> dict | None:
     if enc is None:
         return None
@@ -140,7 +148,7 @@ def _inputs(record: dict, cohort: Cohort, spec: RunSpec) -> dict:
     """The model's inputs, and each categorical input's categories in the training cohort
     (a category of the cohort that the run's own training subjects lacked is encoded as none,
     as the study encoded it; one the cohort never had is refused by predict)."""
-    levels = (record["clinical_encoder"] or {}).get("levels", {}).values()
+    levels = (_clinical_encoder(record, spec) or {}).get("levels", {}).values()
     imgs = cohort.images
     return {"image": spec.uses_images,
             "clinical": [c for lv in levels for c in (*lv["numeric"], *lv["categorical"])],
@@ -173,7 +181,7 @@ def model_document(run_dir: Path, cohort: Cohort) -> dict:
            else f"fold {spec.fold} of the cross-validation",
            "run_id": record["run_id"], "settings": settings,
            "n_clinical": record.get("n_clinical"),
-           "clinical_encoder": _clinical_without_ids(record["clinical_encoder"]),
+           "clinical_encoder": _clinical_without_ids(_clinical_encoder(record, spec)),
            "model": record.get("model"),
            "inputs": _inputs(record, cohort, spec),
            "preprocessing": {
@@ -258,6 +266,17 @@ def exported_model(run_dir: Path | str, models_dir: Path | str, cohort: Cohort) 
         except ModelFolderError as e:
             raise ModelFolderError(f"{e} (delete {out} to export {run_dir.name} again)"
                                    ) from None
-        if doc["run_id"] == run_dir.name:
+        if _same(doc, model_document(run_dir, cohort)):
             return out
+        log.warning("model folder %s was exported by other code than this: exported again "
+                    "(it is derived from run %s, which is unchanged)", out, run_dir.name)
+        return export_model(run_dir, out, cohort, overwrite=True)
     return export_model(run_dir, out, cohort)
+
+
+def _same(a: dict, b: dict) -> bool:
+    """Two model documents alike but for when they were exported and the code's commit."""
+    def strip(d: dict) -> str:
+        d = {k: v for k, v in d.items() if k not in ("exported", "package")}
+        return json.dumps(d, sort_keys=True, default=_plain)
+    return strip(a) == strip(b)
