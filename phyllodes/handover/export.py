@@ -120,13 +120,13 @@ def declaration(cohort: Cohort, clinical: dict | None) -> dict:
 def _training_data(cohort: Cohort, config: dict, spec: RunSpec) -> dict:
     s = cohort.summary()
     fitted = config.get("subjects", {})
-    n_train = sum(len(v) for k, v in fitted.items() if k in ("train", "val"))
     return {"cohort": cohort.name, "fingerprint": config["cohort_fingerprint"],
             "subjects": s["n_subjects"], "images": s["n_images"],
             "positive_subjects": s["n_positive_subjects"],
             "positive_labels": list(cohort.config.positive_labels),
             "negative_labels": list(cohort.config.negative_labels),
-            "subjects_trained_on": n_train,
+            "subjects_trained_on": len(fitted.get("train", [])),
+            "inner_validation_subjects": len(fitted.get("val", [])),
             "what": "every subject (the final model)" if spec.is_final
             else f"fold {spec.fold} of the cross-validation (its training subjects)"}
 

@@ -142,6 +142,18 @@ def _training(tables: Path) -> list[str]:
     return out
 
 
+def _task(tables: Path, doc: dict | None) -> str:
+    """"benign vs malignant" in the cohort's own label names."""
+    if doc is not None:
+        td = doc["training_data"]
+        return f"{'/'.join(td['negative_labels'])} vs {'/'.join(td['positive_labels'])}"
+    t1 = _read(tables, "table1_cohort")
+    if t1 is None:
+        return "benign vs malignant"
+    levels = list(t1.loc[t1["characteristic"] == "Label", "level"])
+    return " vs ".join(levels) if levels else "benign vs malignant"
+
+
 def _rows(df: pd.DataFrame | None, columns: list[str]) -> str | None:
     if df is None:
         return None
@@ -162,10 +174,16 @@ def _details(doc: dict | None) -> list[str]:
               if doc["inputs"]["clinical"] else " (no clinical input)") + ".",
            f"- Trained on {td['what']} of `{td['cohort']}` (fingerprint `{td['fingerprint']}`, "
            f"{td['subjects']} subjects, {td['positive_subjects']} positive: "
-           f"{'/'.join(td['positive_labels'])}).",
-           "- Missing clinical values are imputed as in training (median / most frequent "
-           "category of the training subjects, with a missing indicator); an unknown category "
-           "is refused. Classes: the recipe's sampler (see README, Recipe)."]
+           f"{'/'.join(td['positive_labels'])}): {td['subjects_trained_on']} subjects train the "
+           f"weights, {td['inner_validation_subjects']} are kept as its inner validation.",
+           f"- Training sampler: {doc['settings'].get('sampler', 'shuffle')} "
+           + ("(class-aware: each batch balanced between the classes)"
+              if doc["settings"].get("sampler") == "class_aware"
+              else "(every image once per epoch, shuffled; the classes as they come)") + "."]
+    if doc["inputs"]["clinical"]:
+        out.append("- Missing clinical values are imputed as in training (median / most "
+                   "frequent category of the training subjects, with a missing indicator); a "
+                   "category the training cohort never had is refused.")
     if doc.get("preprocessing"):
         pp = doc["preprocessing"]
         out.append(f"- Preprocessing: {pp['image']}; {pp['crop']}; {pp['image_size']} px "
@@ -191,7 +209,8 @@ def _limitations(tables: Path) -> list[str]:
                    "cohort, so nothing here is evidence about phyllodes tumour grading.")
     reader = _read(tables, "table3e_reader_comparison")
     if reader is not None and "verdict" in reader.columns:
-        for _, r in reader[reader["verdict"].notna()].iterrows():
+        for _, r in reader[reader["verdict"].notna()
+                           & ~reader["verdict"].astype(str).str.startswith("better")].iterrows():
             out.append(f"- {r['comparison']}: {r['verdict']} (difference "
                        f"{r['difference (DeLong 95% CI)']}).")
     calib = _read(tables, "table10b_external_calibration")
@@ -225,8 +244,9 @@ def model_card(tables: Path | str, model_doc: dict | None = None,
              "is typed by hand except the statements of intended use.", "",
              "## Model details", "", *_details(model_doc), "",
              "## Intended use", "",
-             "- Research on triage of breast lesions on B-mode ultrasound (benign vs "
-             "borderline/malignant), as a second opinion beside the radiologist, by clinical "
+             f"- Research on triage of breast lesions on B-mode ultrasound "
+             f"({_task(tables, model_doc)}), as a second opinion beside the radiologist, by "
+             "clinical "
              "machine-learning researchers and radiologists reproducing or extending the study.",
              "- Decision it informs: whether a lesion is excised or followed up; the operating "
              "point is chosen on inner-validation subjects of the training cohort.", "",
