@@ -9,6 +9,7 @@ LaTeX; what a notebook measured goes to JSON through :mod:`phyllodes.report.reco
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -317,9 +318,18 @@ def table4_calibration(subj: pd.DataFrame, by: str = "model_label",
     return pd.DataFrame(rows)
 
 
+@dataclass
+class OperatingPoints:
+    """Table 5 for people (``table``) and its estimates as numbers (``estimates``: model,
+    sensitivity, spared, spared_low, spared_high) for the notebook's record."""
+
+    table: pd.DataFrame
+    estimates: pd.DataFrame
+
+
 def table5_operating_point(subj: pd.DataFrame, by: str = "model_label", target: float = 0.95,
                            column: str = "prob", n_boot: int = 1000, seed: int = 0
-                           ) -> pd.DataFrame:
+                           ) -> OperatingPoints:
     """A high-sensitivity rule chosen on inner validation, applied to test subjects.
 
     Per fold the threshold is the highest one reaching ``target`` sensitivity on that fold's
@@ -327,6 +337,8 @@ def table5_operating_point(subj: pd.DataFrame, by: str = "model_label", target: 
     (negative) subjects below the threshold — excisions that would be spared — each with a
     subject-bootstrap 95% CI.
     """
+    from phyllodes.evaluate.metrics import sensitivity_of, specificity_of
+    estimates = []
     rows = []
     for model, g in subj.groupby(by, sort=False):
         flagged = []
@@ -337,15 +349,12 @@ def table5_operating_point(subj: pd.DataFrame, by: str = "model_label", target: 
         t = pd.concat(flagged)
         y, pos = t["y"].to_numpy(), t["positive"].to_numpy().astype(float)
 
-        def sens(yy, pp):
-            return float(pp[yy == 1].mean()) if (yy == 1).any() else np.nan
-
-        def spared(yy, pp):
-            return float(1 - pp[yy == 0].mean()) if (yy == 0).any() else np.nan
-        ci_s = stats.cluster_bootstrap_ci(sens, y, pos, groups=t["subject_id"].to_numpy(),
-                                          n_boot=n_boot, seed=seed)
-        ci_b = stats.cluster_bootstrap_ci(spared, y, pos, groups=t["subject_id"].to_numpy(),
-                                          n_boot=n_boot, seed=seed)
+        ci_s = stats.cluster_bootstrap_ci(sensitivity_of, y, pos,
+                                          groups=t["subject_id"].to_numpy(), n_boot=n_boot,
+                                          seed=seed)
+        ci_b = stats.cluster_bootstrap_ci(specificity_of, y, pos,
+                                          groups=t["subject_id"].to_numpy(), n_boot=n_boot,
+                                          seed=seed)
         missed = int(((y == 1) & (pos == 0)).sum())
         rows.append({"model": model, "target_sensitivity": target,
                      "thresholds_per_fold": ", ".join(f"{x:.3f}" for x in
@@ -355,10 +364,11 @@ def table5_operating_point(subj: pd.DataFrame, by: str = "model_label", target: 
                      "benign spared excision (95% CI)": stats.format_ci(
                          ci_b["estimate"], ci_b["low"], ci_b["high"]),
                      "malignant missed": missed, "benign": int((y == 0).sum()),
-                     "positive": int((y == 1).sum()),
-                     "_sensitivity": ci_s["estimate"], "_spared": ci_b["estimate"],
-                     "_spared_low": ci_b["low"], "_spared_high": ci_b["high"]})
-    return pd.DataFrame(rows)
+                     "positive": int((y == 1).sum())})
+        estimates.append({"model": model, "sensitivity": ci_s["estimate"],
+                          "spared": ci_b["estimate"], "spared_low": ci_b["low"],
+                          "spared_high": ci_b["high"]})
+    return OperatingPoints(pd.DataFrame(rows), pd.DataFrame(estimates))
 
 
 def table7_modality_share(result: dict, paper_share: float, n_boot: int = 1000, seed: int = 0
