@@ -32,7 +32,7 @@ RECIPE_FILES = ("train/trainer.py", "train/spec.py", "train/probe.py", "train/vi
                 "models/network.py", "models/encoders.py", "models/pretrained.py",
                 "data/clinical.py", "data/images.py", "data/imageio.py", "data/splits.py",
                 "keys.py")
-RECIPE_SOURCE = "855b280ab511000a"
+RECIPE_SOURCE = "086b993d6fa46eee"
 
 
 def _without_docstrings(tree: ast.AST) -> ast.AST:

@@ -285,3 +285,23 @@ def test_an_image_only_model_takes_no_clinical_input_and_predicts_as_applied(stu
     got = model.predict(load_patients(model, bare)).images["prob"].to_numpy()
     ref = apply_run(run, study)["prob"].to_numpy()
     assert np.abs(got - ref).max() < 1e-6
+
+
+def test_external_validation_encodes_a_category_the_training_cohort_never_had_as_none(
+        exported, study, tmp_path):
+    """predict refuses it; the external-validation path (study_predictions) encodes it as none
+    of the known categories, as the study's one-hot encoding does, and logs it."""
+    from phyllodes.handover.predict import study_predictions
+    other = tmp_path / "other"
+    shutil.copytree(study.cohort.root, other)
+    df = pd.read_csv(other / "cohort.csv", dtype=str, keep_default_na=False)
+    df.loc[df["subject_id"] == df["subject_id"].iloc[0], "race"] = "Other"
+    df.to_csv(other / "cohort.csv", index=False)
+    model = load_model(exported["final"])
+    with pytest.raises(PredictError, match="'Other' was never seen in training"):
+        model.predict(load_patients(model, other))
+    target = open_study("smoke", other, output_dir=tmp_path / "o", settings=SMOKE)
+    got = study_predictions(model, target)
+    preds = model.predict(target.cohort, unknown_categories="as_none")
+    assert any("never had (Other)" in n for n in preds.notes)
+    assert np.isfinite(got["prob"]).all() and len(got) == len(df)

@@ -77,7 +77,7 @@ def test_format_table_of_a_committed_table():
                                    "n subjects"]
     assert shown.shape == df.shape
     assert all(isinstance(v, str) for v in shown.to_numpy().ravel())
-    assert shown.iloc[0]["AUC reference"] == "0.901"
+    assert shown.iloc[0]["AUC reference"] == f"{float(df.iloc[0, 1]):.3f}"
     assert shown.iloc[0]["DeLong p"] == "p < 0.001"
     assert shown.iloc[0]["DeLong CI"] == df.iloc[0]["delong_ci"]  # the CI string is kept
     assert shown.iloc[0]["n subjects"] == "252"
@@ -124,7 +124,7 @@ def test_sections_follow_the_paper_and_the_appendix_closes(tmp_path):
     page = report_html.build_report(tmp_path, COHORT).read_text()
     assert _section_ids(page) == ["cohort", "single-modalities", "multimodal", "encoders",
                                   "calibration", "explanations", "recipe",
-                                  "external-validation"]
+                                  "external-validation", "model-card"]
     # every artifact file is linked, relative to the output root
     from phyllodes.report.artifacts import ARTIFACTS
     for a in ARTIFACTS:
@@ -135,14 +135,15 @@ def test_sections_follow_the_paper_and_the_appendix_closes(tmp_path):
     assert page.index("Paper artifact → notebook → files") > page.index('id="recipe"')
     # figures inline (not thumbnails), tables formatted for people, long tables folded
     assert 'class="thumb"' not in page and "<figure" in page
-    assert "p = 0.021" in page and "p &lt; 0.001" in page and "DeLong p" in page
+    assert re.search(r"p = 0\.\d{3}<", page) and "p &lt; 0.001" in page and "DeLong p" in page
     assert "0.8651603498542275" not in page
     assert "<details><summary>show all 85 rows</summary>" in page  # table 1
     assert str(tmp_path) not in page
-    # no external validation or model card without their files; with a card, a section
-    (tmp_path / "report" / COHORT / "model_card.md").write_text("# Model card\n\nIntended use.")
-    page = report_html.build_report(tmp_path, COHORT).read_text()
-    assert _section_ids(page)[-1] == "model-card" and "Intended use." in page
+    # the model card, generated from the tables, closes the paper's sections
+    card = (tmp_path / "report" / COHORT / "model_card.md").read_text()
+    assert "TRIPOD+AI checklist" in card and "Intended use" in page
+    t3 = pd.read_csv(tmp_path / "tables" / COHORT / "table3_modality_comparison.csv")
+    assert t3["AUC (pooled, 95% CI)"].iloc[0] in card
 
 
 def test_narrative_for_the_bundled_cohort_and_a_note_for_others(tmp_path):

@@ -164,7 +164,10 @@ def test_cache_keys_follow_the_code_they_depend_on_not_its_docstrings(monkeypatc
         images.augment, lambda s: s.replace("Random ultrasound-appropriate", "Random")))
     assert views.views_code_digest() == view0 and images.decoding_digest() == img0
     monkeypatch.setattr(recipe.inspect, "getsource", fake(
-        images.augment, lambda s: s.replace("flip = torch.rand(b", "flip = 0.9 * torch.rand(b")))
+        images._draw, lambda s: s.replace('"flip": torch.rand(b', '"flip": 0.9 * torch.rand(b')))
+    assert views.views_code_digest() != view0 and images.decoding_digest() == img0
+    monkeypatch.setattr(recipe.inspect, "getsource", fake(
+        images._apply, lambda s: s.replace("gain: float = 0.15", "gain: float = 0.25")))
     assert views.views_code_digest() != view0 and images.decoding_digest() == img0
     monkeypatch.setattr(recipe.inspect, "getsource", fake(
         images.square_box, lambda s: s.replace("(1 + 2 * margin)", "(1 + margin)")))

@@ -19,6 +19,7 @@ output says so (``imputed`` column, and a note per input).
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ from phyllodes.profiles import get_profile
 from phyllodes.study import Study, resolve_device
 from phyllodes.train.apply import network_probs, target_study
 from phyllodes.train.runs import linear_model_from_data
+
+log = logging.getLogger(__name__)
 
 
 class PredictError(ValueError):
@@ -83,9 +86,12 @@ class ExportedModel:
             return p
         return special.expit(c["intercept"] + c["slope"] * special.logit(p))
 
-    def _check_inputs(self, cohort: Cohort) -> list[str]:
+    def _check_inputs(self, cohort: Cohort, unknown: str = "refuse") -> list[str]:
         """Model inputs the cohort must declare (same type), categories it must know; the
-        notes on what will be imputed."""
+        notes on what will be imputed. ``unknown='as_none'``: a category the training cohort
+        never had is encoded as none of the known ones (what the study's one-hot encoding does)
+        and noted, instead of refused (external validation of a cohort that records more
+        categories)."""
         if self.encoder is None:
             return []
         cfg, notes = cohort.config, []
@@ -114,13 +120,19 @@ class ExportedModel:
                     cohort_levels = self.doc["inputs"]["categories"].get(c, [])
                     seen = imgs[c].notna()
                     bad = imgs[seen & ~imgs[c].isin([*known[c], *cohort_levels])]
+                    if unknown == "as_none" and len(bad):
+                        notes.append(f"{c}: {len(bad)} image row(s) with a category the "
+                                     f"training cohort never had "
+                                     f"({', '.join(sorted(map(str, set(bad[c]))))}): encoded as "
+                                     "none of the known categories")
+                        bad = bad.iloc[:0]
                     for _, row in bad.head(1).iterrows():
                         raise PredictError(
                             f"{cohort.root / 'cohort.csv'} line {row['csv_line']}, column "
                             f"'{c}': category {row[c]!r} was never seen in training; the model "
                             f"knows {sorted(map(str, cohort_levels or known[c]))}: correct it, "
                             "or leave it empty (it is then imputed as in training)")
-                    rare = imgs[seen & ~imgs[c].isin(known[c])]
+                    rare = imgs[seen & ~imgs[c].isin(known[c]) & imgs[c].isin(cohort_levels)]
                     if len(rare):
                         notes.append(f"{c}: {len(rare)} image row(s) with a category of the "
                                      f"training cohort that this model's training subjects "
@@ -140,10 +152,13 @@ class ExportedModel:
                                  f"in training ({how}, {fills[c]!r})")
         return notes
 
-    def predict(self, cohort: Cohort, device: str = "cpu", cache_dir: Path | None = None
-                ) -> Predictions:
-        """Predictions of every image and subject of ``cohort`` (see the module docstring)."""
-        notes = self._check_inputs(cohort)
+    def predict(self, cohort: Cohort, device: str = "cpu", cache_dir: Path | None = None,
+                unknown_categories: str = "refuse") -> Predictions:
+        """Predictions of every image and subject of ``cohort`` (see the module docstring;
+        ``unknown_categories``: 'refuse' or 'as_none', see :meth:`_check_inputs`)."""
+        if unknown_categories not in ("refuse", "as_none"):
+            raise ValueError("unknown_categories must be 'refuse' or 'as_none'")
+        notes = self._check_inputs(cohort, unknown_categories)
         settings = self.doc["settings"]
         tmp = None if cache_dir else tempfile.TemporaryDirectory(prefix="phyllodes-predict-")
         study = Study(profile=get_profile("quick"), cohort=cohort, splits=pd.DataFrame(),
@@ -284,8 +299,13 @@ def case_folder(model: ExportedModel, image: Path | str, roi: str | None,
 def study_predictions(model: ExportedModel, study: Study) -> pd.DataFrame:
     """The exported model's predictions of every image of ``study``'s cohort in the format of
     :func:`phyllodes.train.apply.apply_run` (notebook 07 evaluates the exported model this
-    way: what is handed over is what was validated). Labels are only carried along."""
-    preds = model.predict(study.cohort, device=study.device, cache_dir=study.cache_dir)
+    way: what is handed over is what was validated). Labels are only carried along. A
+    category the training cohort never had is encoded as none (as the study's own encoding
+    does) and logged, not refused: an external cohort may record more categories."""
+    preds = model.predict(study.cohort, device=study.device, cache_dir=study.cache_dir,
+                          unknown_categories="as_none")
+    for note in preds.notes:
+        log.warning("%s on %s: %s", model.root.name, study.name, note)
     imgs, spec = study.cohort.images, model.doc["spec"]
     return pd.DataFrame({"subject_id": imgs["subject_id"].to_numpy(),
                          "image_path": imgs["image_path"].to_numpy(), "fold": spec["fold"],

@@ -174,8 +174,10 @@ def _details(doc: dict | None) -> list[str]:
               if doc["inputs"]["clinical"] else " (no clinical input)") + ".",
            f"- Trained on {td['what']} of `{td['cohort']}` (fingerprint `{td['fingerprint']}`, "
            f"{td['subjects']} subjects, {td['positive_subjects']} positive: "
-           f"{'/'.join(td['positive_labels'])}): {td['subjects_trained_on']} subjects train the "
-           f"weights, {td['inner_validation_subjects']} are kept as its inner validation.",
+           f"{'/'.join(td['positive_labels'])})"
+           + (f": {td['subjects_trained_on']} subjects train the weights, "
+              f"{td['inner_validation_subjects']} are kept as its inner validation."
+              if "inner_validation_subjects" in td else "."),
            f"- Training sampler: {doc['settings'].get('sampler', 'shuffle')} "
            + ("(class-aware: each batch balanced between the classes)"
               if doc["settings"].get("sampler") == "class_aware"
