@@ -199,10 +199,13 @@ def test_torch_compile_option_trains_the_same_model(study):
     from phyllodes.train.runs import run_config
     from phyllodes.train.spec import run_seed
     from phyllodes.train.trainer import Trainer, fold_partition
-    spec = RunSpec("multimodal", "resnet10t", "concat", fold=0, seed=0)
-    parts = fold_partition(study.cohort, study.splits, 0, 0.2, run_seed(spec))
+    image_spec = RunSpec("multimodal", "resnet10t", "concat", fold=0, seed=0)
+    parts = fold_partition(study.cohort, study.splits, 0, 0.2, run_seed(image_spec))
     with pytest.raises(ValueError, match="compile=True is not supported with frozen_bn"):
-        Trainer(study.with_settings(compile=True), parts, spec)
+        Trainer(study.with_settings(compile=True), parts, image_spec)
+    # the clinical network: the same compile path at a fraction of the CPU compile time (the
+    # image networks are compiled on a GPU by scripts/gpu_check.sh)
+    spec = RunSpec("clinical", "mlp", fold=0, seed=0)
     eager = Trainer(study.with_settings(frozen_bn=False, dropout=0.0), parts, spec)
     compiled_study = study.with_settings(frozen_bn=False, dropout=0.0, compile=True)
     compiled = Trainer(compiled_study, parts, spec)
