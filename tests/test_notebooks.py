@@ -270,13 +270,13 @@ def test_notebook07_validates_on_bus_bra_both_ways(smoke_run):
         "note"].str.contains("records no image-level group").any()
 
 
-@pytest.mark.slow
 #: the other cohorts' runs test their own paths (no masks, image-level inputs, no clinical
 #: data): notebook 06 with two of its variants and Score-CAM on a few images (the bundled smoke
 #: run keeps every variant)
 FEWER = {"variants": ["recipe", "no flip test-time augmentation"], "scorecam_images": 8}
 
 
+@pytest.mark.slow
 def test_all_notebooks_on_a_hospital_schema_cohort_without_masks_or_roi(tmp_path):
     """The private-cohort path: borderline labels, several images per subject, missing values,
     no ROI boxes and no lesion masks."""
