@@ -17,9 +17,12 @@ user's guide; in short:
 * each frame is cropped to the 2D tissue region of the Sequence of Ultrasound Regions
   (0018,6011), the largest if there are several; without it, to the largest bright connected
   area, everything outside that area blacked out (flagged); BurnedInAnnotation YES without a
-  region is skipped;
+  region is skipped; a region that extends outside the image, or that overlaps the band of
+  burned-in text above or below the scan, is refused for review (``--allow-unsafe-regions``
+  imports it, flagged);
 * the region's PhysicalDeltaX/Y in cm become ``pixel_size_mm_x``/``pixel_size_mm_y``;
-* subjects are ``S`` + 12 hex digits of HMAC-SHA256(key, normalised PatientID); the key, the
+* subjects are ``S`` + the first 12 hex digits of HMAC-SHA256(key, ``b"phyllodes-subject\\0"``
+  + the normalised PatientID in UTF-8) (:func:`pseudonym`); the key, the
   pseudonym table and the detailed report (with source paths) live beside the key file,
   outside the cohort folder and outside any git work tree;
 * the clinical spreadsheet (CSV or Excel) is joined on PatientID or AccessionNumber and mapped
@@ -29,12 +32,17 @@ user's guide; in short:
   any, are in the report (and the command exits with status 2);
 * before the cohort is moved into place, every output file is searched for every identifier
   that was read (names, ids, accession numbers, dates in several spellings, institution,
-  physicians, UIDs); a hit aborts the import. The same inputs and key give the same bytes.
+  physicians, UIDs; a family name alone, with an initial, and accent-folded); a hit aborts the
+  import. The same inputs and key give the same bytes;
+* nothing printed carries a header value: while the import runs, Python warnings, the log
+  records of every library and what libraries write to stdout/stderr are held, then shown
+  once each with identifiers, UIDs, long numbers and quoted values replaced by placeholders.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import datetime as dt
 import functools
@@ -50,6 +58,8 @@ import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
+import unicodedata
 import warnings
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -153,6 +163,13 @@ SKIP_REASONS: dict[str, str] = {
     "no_tissue_region": "the Sequence of Ultrasound Regions has no 2D tissue region "
                         "(a Doppler spectrum, M-mode or waveform)",
     "region_outside_image": "the ultrasound region lies outside the image",
+    "region_partly_outside_image": "the ultrasound region extends outside the image (a region "
+                                   "recorded for another image size, or a wrong header): "
+                                   "review the image; --allow-unsafe-regions imports it "
+                                   "clamped to the image, flagged",
+    "region_over_text_band": "the ultrasound region overlaps the band of burned-in text above "
+                             "or below the scan, so the crop would keep that text: review the "
+                             "image; --allow-unsafe-regions imports it, flagged",
     "burned_in_without_region": "BurnedInAnnotation is YES and there is no ultrasound region "
                                 "to crop to (--allow-burned-in-without-region keeps it: unsafe)",
     "no_region_skip": "no Sequence of Ultrasound Regions, and --without-region skip",
@@ -175,13 +192,19 @@ FLAGS: dict[str, str] = {
     "burned_in_annotation_not_stated": "BurnedInAnnotation absent: whether text is burned into "
                                        "the scan region is unknown",
     "several_tissue_regions": "several 2D tissue regions (dual view): the largest kept",
-    "region_clamped": "the ultrasound region exceeded the image and was clamped to it",
+    "region_clamped": "the ultrasound region extended outside the image and was clamped to "
+                      "it (--allow-unsafe-regions): review the image",
+    "region_over_text_band": "the ultrasound region overlaps the burned-in text band above or "
+                             "below the scan (--allow-unsafe-regions): that text is in the image",
     "overlay_planes": "overlay planes (60xx) present: never burned in, not kept",
     "no_pixel_size": "no spatial pixel size (no region, or units other than cm)",
     "duplicate_frames": "some frames dropped: identical to an image already kept",
 }
 MAY_CARRY_TEXT = ("burned_in_annotation_yes", "fallback_crop", "full_frame",
-                  "burned_in_kept_unsafe", "region_covers_frame")
+                  "burned_in_kept_unsafe", "region_covers_frame", "region_clamped",
+                  "region_over_text_band")
+#: Skip reasons that name one image a person should look at (the detail says what is wrong).
+REVIEW_REASONS = ("region_partly_outside_image", "region_over_text_band")
 
 
 class DicomImportError(ValueError):
@@ -206,7 +229,8 @@ def normalise_id(value: Any) -> str:
 
 
 def pseudonym(key: bytes, patient_id: str) -> str:
-    """``S`` + 12 hex digits of HMAC-SHA256(key, normalised patient id)."""
+    """``S`` + the first 12 hex digits of HMAC-SHA256(key, b"phyllodes-subject\\0" + the
+    normalised patient id in UTF-8); data/README.md gives the same formula."""
     msg = b"phyllodes-subject\x00" + normalise_id(patient_id).encode("utf-8")
     return SUBJECT_PREFIX + hmac.new(key, msg, hashlib.sha256).hexdigest()[:SUBJECT_HEX]
 
@@ -540,8 +564,13 @@ def _cell(v: Any) -> str:
     return str(v).strip()
 
 
+SHEET_ROW = "sheet_row"
+
+
 def read_spreadsheet(path: Path | str, sheet: str | int = 0) -> pd.DataFrame:
-    """Every cell of a CSV/TSV or Excel sheet as stripped text (see :func:`_cell`)."""
+    """Every cell of a CSV/TSV or Excel sheet as stripped text (see :func:`_cell`), indexed
+    by the row number a person sees (Excel's row, the CSV's line; the header is 1); empty rows
+    are dropped."""
     path = Path(path)
     if not path.exists():
         raise DicomImportError(f"clinical spreadsheet {path}", [f"{path}: file not found"])
@@ -553,22 +582,62 @@ def read_spreadsheet(path: Path | str, sheet: str | int = 0) -> pd.DataFrame:
             raise DicomImportError(f"clinical spreadsheet {path}", [
                 f"{path}: cannot read sheet {sheet!r} ({e}); set 'sheet' in the mapping"]) \
                 from None
+        rows = list(range(2, len(raw) + 2))
     elif suffix in (".csv", ".tsv", ".txt"):
-        data = path.read_bytes()
-        try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            text = data.decode("cp1252", errors="replace")
-        try:
-            sep = csv.Sniffer().sniff(text[:8192], delimiters=",;\t|").delimiter
-        except csv.Error:
-            sep = "\t" if suffix == ".tsv" else ","
-        raw = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
+        raw, rows = _read_csv(path)
     else:
         raise DicomImportError(f"clinical spreadsheet {path}", [
             f"{path}: give a .csv, .tsv or .xlsx file (save an old .xls as .xlsx or .csv)"])
     raw.columns = [str(c).strip() for c in raw.columns]
-    return raw.map(_cell)
+    df = raw.map(_cell)
+    df.index = pd.Index(rows, name=SHEET_ROW)
+    return df[(df != "").any(axis=1)] if len(df.columns) else df
+
+
+def _read_csv(path: Path) -> tuple[pd.DataFrame, list[int]]:
+    """A CSV/TSV file as text cells, and the line each record starts on."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = data.decode("cp1252", errors="replace")
+    try:
+        sep = csv.Sniffer().sniff(text[:8192], delimiters=",;\t|").delimiter
+    except csv.Error:
+        sep = "\t" if path.suffix.lower() == ".tsv" else ","
+    raw = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False,
+                      skip_blank_lines=False)
+    starts, end = [], 0
+    reader = csv.reader(io.StringIO(text), delimiter=sep)
+    try:
+        for _ in reader:
+            starts.append(end + 1)
+            end = reader.line_num
+    except csv.Error:
+        starts = []
+    rows = starts[1:] if len(starts) == len(raw) + 1 else list(range(2, len(raw) + 2))
+    return raw.fillna(""), rows
+
+
+def sheet_rows(df: pd.DataFrame) -> list[int]:
+    """The row numbers a person sees of ``df``'s rows (:func:`read_spreadsheet`'s index; for a
+    frame made otherwise, its position + 2)."""
+    if df.index.name == SHEET_ROW:
+        return [int(i) for i in df.index]
+    return list(range(2, len(df) + 2))
+
+
+def _row_word(source: Path) -> str:
+    """How a person calls a row of the spreadsheet: an Excel 'row', a CSV 'line'."""
+    return "row" if source.suffix.lower() in (".xlsx", ".xlsm") else "line"
+
+
+def rows_text(lines: list[int], word: str = "row") -> str:
+    """'row 5', 'rows 5 and 9', 'lines 3, 7 and 12'."""
+    ls = [str(x) for x in sorted(lines)]
+    if len(ls) == 1:
+        return f"{word} {ls[0]}"
+    return f"{word}s " + ", ".join(ls[:-1]) + " and " + ls[-1]
 
 
 _DATE_FORMATS = ("%Y-%m-%d", "%Y%m%d", "%Y/%m/%d", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S",
@@ -645,13 +714,14 @@ _DATE_LIKE = re.compile(r"^(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/
 class ClinicalRow:
     """One spreadsheet row, mapped: label, feature values as kept ('' = missing), dates."""
 
-    line: int
+    line: int  # the row number a person sees (Excel's row, the CSV's line)
     key: str
     raw_id: str
     label: str  # '' when missing or excluded
     label_excluded: bool
     values: dict[str, str]
     dates: dict[str, tuple[Any, Any]]  # feature -> (birth, exam): date, None or 'dicom:...'
+    unit: str = "row"  # 'row' (Excel) or 'line' (CSV)
 
 
 def clinical_rows(df: pd.DataFrame, m: ColumnMapping, source: Path, join: str = "patient_id"
@@ -659,15 +729,41 @@ def clinical_rows(df: pd.DataFrame, m: ColumnMapping, source: Path, join: str = 
     """Map every spreadsheet row; rows grouped by their normalised PatientID or accession
     number (``join``), and the count of rows without one.
 
-    Raises one :class:`DicomImportError` naming each bad cell by line and column (never its
-    value, which may identify a person).
+    Raises one :class:`DicomImportError` naming each bad cell by row (as Excel numbers it; the
+    line of a CSV) and column (never its value, which may identify a person).
     """
     key_col = m.key_column(join)
+    _check_mapping_fits(df, m, source)
+    miss = _Missing(m.missing_values)
+    fmts = {c: m.date_format or _slash_order(list(df[c])) for f in m.features
+            for c in f.from_dates or () if not c.startswith("dicom:")}
+    unit = _row_word(source)
+    rows: dict[str, list[ClinicalRow]] = {}
+    n_no_id = 0
     p: list[str] = []
-    missing_cols = sorted(c for c in m.columns if c not in df.columns)
-    for c in missing_cols:
-        p.append(f"{m.path}: column '{c}' is not in {source.name}; its columns are "
-                 f"{list(df.columns)}")
+    for line, rec in zip(sheet_rows(df), df.to_dict("records")):
+        raw_id = rec[key_col]
+        key = normalise_id(raw_id)
+        if not key or raw_id in miss:
+            n_no_id += 1
+            continue
+        where = f"{source.name} {unit} {line}"
+        label, excluded = _row_label(rec, m, miss, where, p)
+        dates = {f.name: _row_dates(rec, f, fmts, miss, where, p) for f in m.features
+                 if f.from_dates}
+        values = {f.name: "" if f.from_dates else _row_value(rec, f, miss, where, p)
+                  for f in m.features}
+        rows.setdefault(key, []).append(ClinicalRow(line, key, raw_id, label, excluded, values,
+                                                    dates, unit))
+    if p:
+        raise DicomImportError(f"{len(p)} problem(s) in the clinical spreadsheet {source}", p)
+    return rows, n_no_id
+
+
+def _check_mapping_fits(df: pd.DataFrame, m: ColumnMapping, source: Path) -> None:
+    """Every mapped column exists, and none looks like an identifier by its header."""
+    p = [f"{m.path}: column '{c}' is not in {source.name}; its columns are {list(df.columns)}"
+         for c in sorted(c for c in m.columns if c not in df.columns)]
     for f in m.features:
         if f.column and (f.column in m.id_columns or _SHEET_PHI_RE.search(f.column)
                          or _ID_RE.search(f.column) or _ACC_RE.search(f.column)):
@@ -676,95 +772,88 @@ def clinical_rows(df: pd.DataFrame, m: ColumnMapping, source: Path, join: str = 
                      "become features: remove it from the mapping")
     if p:
         raise DicomImportError(f"the mapping {m.path} does not fit {source}", p)
-    miss = _Missing(m.missing_values)
-    fmts: dict[str, str | None] = {}
+
+
+def _row_label(rec: dict, m: ColumnMapping, miss: _Missing, where: str, p: list[str]
+               ) -> tuple[str, bool]:
+    """(label, excluded) of one row; problems appended to ``p``."""
+    lab_raw = rec[m.label_column]
+    if not lab_raw or lab_raw in miss:
+        return "", False
+    if m.label_values is not None:
+        k = lab_raw.casefold()
+        if k not in m.label_values:
+            p.append(f"{where}, column '{m.label_column}': the value is not in the mapping's "
+                     "label.values; add it (map it to null to exclude)")
+            return "", False
+        if m.label_values[k] is None:
+            return "", True
+        return str(m.label_values[k]), False
+    label = lab_raw.strip().lower()
+    if label not in set(m.positive_labels) | set(m.negative_labels):
+        p.append(f"{where}, column '{m.label_column}': not one of the labels "
+                 f"{list(m.positive_labels) + list(m.negative_labels)}; add label.values to "
+                 "the mapping to recode it")
+        return "", False
+    return label, False
+
+
+def _row_dates(rec: dict, f: Feature, fmts: dict, miss: _Missing, where: str, p: list[str]
+               ) -> tuple[Any, Any]:
+    """(birth, exam) of an age feature: a date, None, or the 'dicom:...' it stands for."""
+    pair: list[Any] = []
+    for c in f.from_dates or ():
+        s = "" if c.startswith("dicom:") else rec[c]
+        if c.startswith("dicom:"):
+            pair.append(c)
+        elif not s or s in miss:
+            pair.append(None)
+        else:
+            d = parse_date(s, fmts.get(c))
+            if d is None:
+                p.append(f"{where}, column '{c}': not a date the import can read "
+                         "unambiguously; write YYYY-MM-DD or set date_format in the mapping "
+                         "(e.g. date_format: '%m/%d/%Y')")
+            pair.append(d)
+    return pair[0], pair[1]
+
+
+def _row_value(rec: dict, f: Feature, miss: _Missing, where: str, p: list[str]) -> str:
+    """The kept value of one feature of one row ('' when missing); problems appended."""
+    s = rec[f.column]
+    if not s or s in miss:
+        return ""
+    if f.values is not None:
+        k = s.casefold()
+        if k not in f.values:
+            p.append(f"{where}, column '{f.column}': the value is not in the mapping's "
+                     f"{f.kind}.{f.name}.values; add it (null for missing)")
+            return ""
+        s = f.values[k] or ""
+    if f.kind == "numeric" and s:
+        x = _to_float(s)
+        if x is None:
+            p.append(f"{where}, column '{f.column}': not a number; write a number or one of the "
+                     f"missing values {sorted(miss)}")
+            return ""
+        return _fmt_number(x * (f.scale if f.scale is not None else 1.0))
+    if f.kind == "categorical" and s and _DATE_LIKE.match(s):
+        p.append(f"{where}, column '{f.column}': looks like a date; dates are never kept (use "
+                 "from_dates for an age) — remove this feature from the mapping")
+        return ""
+    return s
+
+
+def disagreement(rows: list[ClinicalRow], m: ColumnMapping) -> list[str]:
+    """What the spreadsheet rows of one patient disagree on: 'label' and feature names."""
+    out = []
+    labels = {r.label for r in rows if r.label}
+    if len(labels) > 1 or (labels and any(r.label_excluded for r in rows)):
+        out.append("label")
     for f in m.features:
-        for c in f.from_dates or ():
-            if not c.startswith("dicom:") and c not in fmts:
-                fmts[c] = m.date_format or _slash_order(list(df[c]))
-    rows: dict[str, list[ClinicalRow]] = {}
-    n_no_id = 0
-    for i in range(len(df)):
-        line = i + 2
-        where = f"{source.name} line {line}"
-        raw_id = df.at[i, key_col]
-        key = normalise_id(raw_id)
-        if not key or raw_id in miss:
-            n_no_id += 1
-            continue
-        lab_raw = df.at[i, m.label_column]
-        label, excluded = "", False
-        if lab_raw and lab_raw not in miss:
-            if m.label_values is not None:
-                k = lab_raw.casefold()
-                if k not in m.label_values:
-                    p.append(f"{where}, column '{m.label_column}': the value is not in the "
-                             f"mapping's label.values; add it (map it to null to exclude)")
-                elif m.label_values[k] is None:
-                    excluded = True
-                else:
-                    label = m.label_values[k]
-            else:
-                label = lab_raw.strip().lower()
-                if label not in set(m.positive_labels) | set(m.negative_labels):
-                    p.append(f"{where}, column '{m.label_column}': not one of the labels "
-                             f"{list(m.positive_labels) + list(m.negative_labels)}; add "
-                             "label.values to the mapping to recode it")
-                    label = ""
-        values: dict[str, str] = {}
-        dates: dict[str, tuple[Any, Any]] = {}
-        for f in m.features:
-            if f.from_dates:
-                pair = []
-                for c in f.from_dates:
-                    if c.startswith("dicom:"):
-                        pair.append(c)
-                        continue
-                    s = df.at[i, c]
-                    if not s or s in miss:
-                        pair.append(None)
-                        continue
-                    fmt = fmts.get(c)
-                    d = parse_date(s, fmt)
-                    if d is None:
-                        p.append(f"{where}, column '{c}': not a date the import can read "
-                                 "unambiguously; write YYYY-MM-DD or set date_format in the "
-                                 "mapping (e.g. date_format: '%m/%d/%Y')")
-                    pair.append(d)
-                dates[f.name] = (pair[0], pair[1])
-                values[f.name] = ""
-                continue
-            s = df.at[i, f.column]
-            if not s or s in miss:
-                values[f.name] = ""
-                continue
-            if f.values is not None:
-                k = s.casefold()
-                if k not in f.values:
-                    p.append(f"{where}, column '{f.column}': the value is not in the mapping's "
-                             f"{f.kind}.{f.name}.values; add it (null for missing)")
-                    values[f.name] = ""
-                    continue
-                mapped = f.values[k]
-                s = "" if mapped is None else mapped
-            if f.kind == "numeric" and s:
-                x = _to_float(s)
-                if x is None:
-                    p.append(f"{where}, column '{f.column}': not a number; write a number or "
-                             f"one of the missing values {sorted(miss)}")
-                    s = ""
-                else:
-                    s = _fmt_number(x * (f.scale if f.scale is not None else 1.0))
-            elif f.kind == "categorical" and s and _DATE_LIKE.match(s):
-                p.append(f"{where}, column '{f.column}': looks like a date; dates are never kept "
-                         "(use from_dates for an age) — remove this feature from the mapping")
-                s = ""
-            values[f.name] = s
-        rows.setdefault(key, []).append(ClinicalRow(line, key, raw_id, label, excluded, values,
-                                                    dates))
-    if p:
-        raise DicomImportError(f"{len(p)} problem(s) in the clinical spreadsheet {source}", p)
-    return rows, n_no_id
+        if not f.from_dates and len({r.values[f.name] for r in rows if r.values[f.name]}) > 1:
+            out.append(f.name)
+    return out
 
 
 def resolve_patient(rows: list[ClinicalRow], m: ColumnMapping, dicom_dates: dict[str, Any]
@@ -775,26 +864,42 @@ def resolve_patient(rows: list[ClinicalRow], m: ColumnMapping, dicom_dates: dict
     labels = {r.label for r in rows if r.label}
     if not labels:
         return "", {}, "no_label"
-    if len(labels) > 1:
+    if disagreement(rows, m):
         return "", {}, "conflicting_clinical_rows"
     values: dict[str, str] = {}
     for f in m.features:
         if f.from_dates:
-            ages = []
-            for r in rows:
-                b, e = (dicom_dates.get(x) if isinstance(x, str) else x
-                        for x in r.dates[f.name])
-                if b is not None and e is not None:
-                    a = age_years(b, e)
-                    if 0 <= a <= 125:
-                        ages.append((e, a))
-            values[f.name] = str(min(ages)[1]) if ages else ""
+            values[f.name] = _age_of(rows, f, dicom_dates)
             continue
         vals = {r.values[f.name] for r in rows if r.values[f.name]}
-        if len(vals) > 1:
-            return "", {}, "conflicting_clinical_rows"
         values[f.name] = vals.pop() if vals else ""
     return labels.pop(), values, ""
+
+
+def _age_of(rows: list[ClinicalRow], f: Feature, dicom_dates: dict[str, Any]) -> str:
+    """The age in whole years at the earliest exam with both dates ('' when none)."""
+    ages = []
+    for r in rows:
+        b, e = (dicom_dates.get(x) if isinstance(x, str) else x for x in r.dates[f.name])
+        if b is not None and e is not None:
+            a = age_years(b, e)
+            if 0 <= a <= 125:
+                ages.append((e, a))
+    return str(min(ages)[1]) if ages else ""
+
+
+def duplicate_rows(rows: dict[str, list[ClinicalRow]], m: ColumnMapping) -> list[dict]:
+    """The patients (or accession numbers) with several spreadsheet rows: their row numbers,
+    and whether they are merged (they agree) or excluded (what they disagree on). Ordered by
+    their first row; ``key`` is private."""
+    out = []
+    for key, rs in rows.items():
+        if len(rs) < 2:
+            continue
+        differ = disagreement(rs, m)
+        out.append({"key": key, "rows": sorted(r.line for r in rs), "unit": rs[0].unit,
+                    "result": "excluded" if differ else "merged", "disagree_on": differ})
+    return sorted(out, key=lambda e: e["rows"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -811,6 +916,98 @@ _DATE_RE = re.compile(r"(date|dob|^dt_|_dt$)", re.I)
 _PHI_RE = re.compile(r"(name|address|street|city|zip|postal|phone|mobile|e-?mail|ssn|social|"
                      r"insurance|mrn|record|accession|physician|doctor|surgeon|radiologist|"
                      r"comment|note|remark|free.?text)", re.I)
+
+
+_TITLES = r"(?:dr|doctor|prof|professor|mr|mrs|ms|miss|mx|sir|dame|sister|nurse)"
+_CAP = r"[A-Z][a-z'’-]*(?:[A-Z][a-z'’-]*)?[a-z]"  # Smith, Li, O'Brien, McDonald
+_INI = r"[A-Z]\."
+#: Spellings of a person's name that ordinary category values do not take: a title, a dotted
+#: initial, 'Family, Given', DICOM's 'Family^Given' (checked on the accent-stripped value).
+_NAME_STRONG = (
+    re.compile(rf"^{_TITLES}\.?\s+[A-Za-z]", re.I),
+    re.compile(rf"^{_INI}\s*(?:{_INI}\s*)*{_CAP}(?:[ -]{_CAP})*$"),
+    re.compile(rf"^{_CAP}(?:[ -]{_CAP})*\s+{_INI}(?:\s*{_INI})*$"),
+    re.compile(rf"^{_CAP}(?:[ -]{_CAP})*,\s*(?:{_CAP}|[A-Z]\.?)(?:\s+(?:{_CAP}|[A-Z]\.?))*$"),
+    re.compile(r"[A-Za-z]\^[A-Za-z]"),
+)
+#: ... and those a category may take but a name more often does ('J Smith', 'Smith J').
+_NAME_WEAK = (re.compile(rf"^[A-Z]\s+{_CAP}$"), re.compile(rf"^{_CAP}\s+[A-Z]$"))
+_CONTACT = (
+    re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+"),  # an e-mail address
+    re.compile(r"^\+?\(?\d[\d ()./-]{6,}\d$"),  # a phone number
+    re.compile(r"^\d+[a-z]?,?\s+.*\b(street|st|road|rd|avenue|ave|lane|ln|drive|way|close|"
+               r"court|ct|place|pl|boulevard|blvd|strasse|str|rue|via|calle|weg|platz|"
+               r"square|sq|crescent|terrace|gardens)\b", re.I),  # a street address
+)
+_PERSON_RE = re.compile(r"(name|physician|doctor|surgeon|radiologist|referr|nurse|sonograph|"
+                        r"operator|consultant|clinician|reporter|author|signed)", re.I)
+
+
+def _deaccent(s: str) -> str:
+    """``s`` without diacritics (Müller -> Muller, José -> Jose); case kept."""
+    return "".join(c for c in unicodedata.normalize("NFKD", s) if not unicodedata.combining(c))
+
+
+def fold(s: str) -> str:
+    """``s`` as identifiers are compared: without diacritics, case-folded (ß -> ss)."""
+    return _deaccent(s).casefold()
+
+
+def person_name_like(v: str, strong_only: bool = False) -> bool:
+    """Whether a cell is written like a person's name ('Dr Smith', 'J. Smith', 'Smith, John',
+    'Smith^John'; unless ``strong_only``, also 'J Smith' and 'Smith J')."""
+    t = _deaccent(v.strip())
+    pats = _NAME_STRONG if strong_only else _NAME_STRONG + _NAME_WEAK
+    return any(p.search(t) for p in pats)
+
+
+def contact_like(v: str) -> bool:
+    """Whether a cell looks like an e-mail address, a phone number or a street address."""
+    t = v.strip()
+    return not _DATE_LIKE.match(t) and any(p.search(t) for p in _CONTACT)
+
+
+def name_words(v: str) -> set[str]:
+    """The words of a name-like cell that may be a name alone: at least 2 letters, not a
+    title ('Dr Hargreaves' -> {'Hargreaves'}, 'Smith, J.' -> {'Smith'})."""
+    words = re.findall(r"[^\W\d_](?:[^\W\d_]|['’-])*[^\W\d_]", v)
+    return {w for w in words if not re.fullmatch(_TITLES, _deaccent(w), re.I)}
+
+
+def _name_tokens(df: pd.DataFrame) -> set[str]:
+    """The folded words (3 letters or more) of the spreadsheet's person-name columns."""
+    out: set[str] = set()
+    for c in df.columns:
+        if _PERSON_RE.search(c):
+            for v in df[c]:
+                out |= {fold(w) for w in name_words(v) if len(w) >= 3}
+    return out
+
+
+def category_problem(values: list[str], name_tokens: set[str] = frozenset(),
+                     max_distinct: int = 20) -> str | None:
+    """Why a column's values do not look like categories (None when they do): categories are
+    short (at most 3 words and 32 characters), repeated (at most ``max_distinct`` distinct
+    values, and at most half as many as the rows holding one), and not written like person
+    names, contacts or sentences. Never quotes a value."""
+    vals = [v for v in values if v and v not in DEFAULT_MISSING]
+    if not vals:
+        return "no values"
+    if any(person_name_like(v) for v in vals):
+        return "some values are written like person names (a title, an initial, 'Family, Given')"
+    if any(contact_like(v) for v in vals):
+        return "some values look like addresses, e-mail addresses or phone numbers"
+    if any(len(v) > 32 or len(v.split()) > 3 or re.search(r"[.;!?]\s+\S", v) for v in vals):
+        return "free text: some values are longer than 3 words or 32 characters, or sentences"
+    if any(fold(w) in name_tokens for v in vals for w in name_words(v)):
+        return "some values are also words of the person names in the spreadsheet"
+    n = len(set(vals))
+    if n > max_distinct:
+        return f"{n} distinct values: free text or ids, not categories"
+    if n > max(2, len(vals) // 2):
+        return (f"the values are hardly repeated ({n} distinct in {len(vals)} rows): free text "
+                "or ids, not categories")
+    return None
 
 
 def _snake(s: str) -> str:
@@ -855,18 +1052,8 @@ def mapping_template(df: pd.DataFrame, source: Path, join: str = "patient_id") -
              (_DATE_RE.search(c) or _mostly(df[c], lambda s: _DATE_LIKE.match(s) is not None))]
     birth = next((c for c in dates if _BIRTH_RE.search(c)), None)
     exam = next((c for c in dates if c != birth and _EXAM_RE.search(c)), None)
-    numeric, categorical, never = [], [], []
-    for c in cols:
-        if c in id_cols or c == label_col or c in dates:
-            continue
-        if _PHI_RE.search(c) or _ID_RE.search(c) or _ACC_RE.search(c):
-            never.append(c)
-        elif _mostly(df[c], lambda s: _to_float(s) is not None):
-            numeric.append(c)
-        elif df[c].replace("", np.nan).nunique() <= 20:
-            categorical.append(c)
-        else:
-            never.append(c)
+    numeric, categorical, never = _classify_columns(
+        df, [c for c in cols if c not in id_cols and c != label_col and c not in dates])
     L = [
         "# Column mapping for `python -m phyllodes import-dicom` (phyllodes/data/sources/dicom.py,",
         "# data/README.md). Guessed from the header of " + _yv(source.name) + ": check every",
@@ -916,8 +1103,9 @@ def mapping_template(df: pd.DataFrame, source: Path, join: str = "patient_id") -
     for c in categorical:
         L.append(f"  {_snake(c)}: {_yv(c)}")
     if never:
-        L += ["", "# Not mapped (they look like identifiers, dates or free text):"]
-        L += [f"#   {c}" for c in never]
+        L += ["", "# Not mapped: they look like identifiers or free text (map one only if it",
+              "# truly is a category; the self-check refuses names and ids in the output):"]
+        L += [f"#   {c}: {why}" for c, why in never]
     if dates:
         L += ["", "# Dates (only ever used through from_dates): " + ", ".join(dates)]
     L += [
@@ -928,6 +1116,26 @@ def mapping_template(df: pd.DataFrame, source: Path, join: str = "patient_id") -
         "",
     ]
     return "\n".join(L)
+
+
+def _classify_columns(df: pd.DataFrame, cols: list[str]
+                      ) -> tuple[list[str], list[str], list[tuple[str, str]]]:
+    """The template's (numeric, categorical, not mapped with the reason) of ``cols``: a
+    column is proposed as categorical only when its values look like categories
+    (:func:`category_problem`)."""
+    numeric, categorical, never = [], [], []
+    names = _name_tokens(df)
+    for c in cols:
+        if _PHI_RE.search(c) or _ID_RE.search(c) or _ACC_RE.search(c):
+            never.append((c, "the header names an identifier or free text (a name, id, "
+                             "address, physician, comment or note)"))
+        elif _mostly(df[c], lambda s: _to_float(s) is not None):
+            numeric.append(c)
+        elif (why := category_problem(list(df[c]), names)) is None:
+            categorical.append(c)
+        else:
+            never.append((c, why))
+    return numeric, categorical, never
 
 
 def _mostly(col: pd.Series, test, share: float = 0.9) -> bool:
@@ -941,8 +1149,12 @@ def write_mapping_template(clinical: Path | str, path: Path | str, join: str = "
     clinical, path = Path(clinical), Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; edit it, or pass --overwrite to replace it")
-    df = read_spreadsheet(clinical, sheet)
-    path.write_text(mapping_template(df, clinical, join), encoding="utf-8")
+    phi = Identifiers()
+    with OutputGuard(phi):  # what pandas or openpyxl print, scrubbed of the sheet's values
+        df = read_spreadsheet(clinical, sheet)
+        phi.update(v for c in df.columns for v in df[c] if v)
+        text = mapping_template(df, clinical, join)
+    path.write_text(text, encoding="utf-8")
     return path
 
 
@@ -1130,6 +1342,7 @@ class SourceFile:
     us_image: bool = False
     burned_in: str = ""
     flags: list[str] = field(default_factory=list)
+    notes: dict[str, str] = field(default_factory=dict)  # flag -> what is wrong (PHI-free)
     images: list[dict] = field(default_factory=list)
     birth: dt.date | None = None
     study: dt.date | None = None
@@ -1161,6 +1374,40 @@ def _safe_word(s: Any) -> str:
     return re.sub(r"[^A-Z0-9 _-]", "", str(s or "").upper())[:16] or "absent"
 
 
+class Identifiers(set):
+    """The identifying strings read from the export and the spreadsheet (a set of str), and
+    apart, in ``names_alone``, the family names alone: searched everywhere too, but a cell of
+    cohort.csv that equals a value the mapping declares for that column is not a hit (a race
+    'White' and a patient called White)."""
+
+    def __init__(self, values=()):
+        super().__init__(values)
+        self.names_alone: set[str] = set()
+
+
+def add_person_name(phi: set[str], pn: str) -> None:
+    """Add a person name (DICOM Family^Given^..., or as a spreadsheet writes it) to ``phi``:
+    its spellings (:func:`name_spellings`), and its family name alone."""
+    pn = _as_pn(pn)
+    phi.update(name_spellings(pn))
+    fam = pn.split("=")[0].split("^")[0].strip()
+    if fam:
+        getattr(phi, "names_alone", phi).add(fam)
+    if "^" not in pn:  # 'Given Family' or 'Family Given' as written: either word alone
+        words = pn.split()
+        getattr(phi, "names_alone", phi).update(w for w in (words[0], words[-1]) if len(w) > 1)
+
+
+def _as_pn(v: str) -> str:
+    """A name as a spreadsheet writes it ('Family, Given') in DICOM's Family^Given form;
+    other spellings are returned unchanged."""
+    v = v.strip()
+    if "^" in v or "," not in v:
+        return v
+    fam, giv = (x.strip() for x in v.split(",", 1))
+    return f"{fam}^{giv}" if fam and giv else v
+
+
 def _phi_from(ds, phi: set[str]) -> None:
     """Add the identifying values of a header (in their usual spellings) to ``phi``."""
     from pydicom.datadict import dictionary_VR, tag_for_keyword
@@ -1169,14 +1416,15 @@ def _phi_from(ds, phi: set[str]) -> None:
                "SOPInstanceUID", *TAGS_CHECKED):
         try:
             el = ds.get(kw)
-        except Exception:  # noqa: BLE001 - an unreadable value cannot reach the output either
+        except Exception:  # noqa: BLE001 - an unreadable value: kept as written
+            phi.update(_raw_values(ds, kw))
             continue
         if el is None or el == "":
             continue
         vr = dictionary_VR(tag_for_keyword(kw))
         for v in (list(el) if isinstance(el, (MultiValue, list, tuple)) else [el]):
             if vr == "PN":
-                phi.update(name_spellings(str(v)))
+                add_person_name(phi, str(v))
             elif vr in ("DA", "DT"):
                 d = _dicom_date(v)
                 phi.update(date_spellings(d) if d else {str(v).strip()})
@@ -1185,16 +1433,30 @@ def _phi_from(ds, phi: set[str]) -> None:
                 phi.add(normalise_id(v))
 
 
+def _raw_values(ds, kw: str) -> set[str]:
+    """The values of an element as stored (bytes as Latin-1), when they cannot be read."""
+    try:
+        raw = ds.get_item(kw)
+        data = getattr(raw, "value", raw)
+        text = data.decode("latin-1") if isinstance(data, bytes) else str(data or "")
+    except Exception:  # noqa: BLE001
+        return set()
+    return {v.strip(" \x00") for v in text.split("\\") if v.strip(" \x00")}
+
+
 def name_spellings(pn: str) -> set[str]:
-    """A DICOM person name (Family^Given^Middle^Prefix^Suffix) in the usual spellings."""
+    """A DICOM person name (Family^Given^Middle^Prefix^Suffix) in the usual spellings, with
+    the given name in full or as an initial ('John Smith', 'Smith, John', 'J. Smith', 'J Smith',
+    'Smith J', ...). The family name alone is :func:`add_person_name`'s."""
     parts = [p.strip() for p in pn.split("=")[0].split("^")]
     fam, giv = (parts + ["", ""])[:2]
     out = {pn.strip(), pn.split("=")[0].strip().rstrip("^")}
     if fam and giv:
         out |= {f"{giv} {fam}", f"{fam} {giv}", f"{fam}, {giv}", f"{fam},{giv}",
                 f"{fam}^{giv}"}
-    elif fam:
-        out.add(fam)
+        i = giv[0]
+        out |= {f"{i}. {fam}", f"{i} {fam}", f"{i}.{fam}", f"{fam} {i}", f"{fam} {i}.",
+                f"{fam}, {i}", f"{fam}, {i}.", f"{fam},{i}."}
     return {s for s in out if s}
 
 
@@ -1223,8 +1485,7 @@ def _read_header(path: Path, sf: SourceFile, phi: set[str], join: str, keep_pixe
     if raw and (len(head) < 8 or int.from_bytes(head[:2], "little") not in (0x0002, 0x0008)):
         sf.skip("not_dicom")
         return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with _library_call():
         try:
             ds = pydicom.dcmread(path, force=raw, **kw)
         except Exception as e:  # noqa: BLE001 - a bad file must not stop the import
@@ -1337,7 +1598,8 @@ def _decoder_problem(ts) -> str:
     return ""
 
 
-def _decode_frames(ds, sf: SourceFile, frames: str, without_region: str
+def _decode_frames(ds, sf: SourceFile, frames: str, without_region: str,
+                   allow_unsafe_regions: bool = False
                    ) -> list[tuple[int, np.ndarray, tuple, str]]:
     """The kept frames of a file, cropped: (index, gray8, box (x0, y0, x1, y1), method)."""
     from pydicom.pixels import pixel_array
@@ -1349,14 +1611,8 @@ def _decode_frames(ds, sf: SourceFile, frames: str, without_region: str
         gray = to_gray8(arr, ds)
         h, w = gray.shape[:2]
         if sf.region is not None:
-            r = sf.region
-            x0, y0 = max(0, r.x0), max(0, r.y0)
-            x1, y1 = min(w - 1, r.x1), min(h - 1, r.y1)
-            if x1 < x0 or y1 < y0:
-                raise _Skip("region_outside_image", f"region outside the {w}x{h} image")
-            if (x0, y0, x1, y1) != (r.x0, r.y0, r.x1, r.y1):
-                sf.flag("region_clamped")
-            box = (x0, y0, x1 + 1, y1 + 1)
+            box = region_box(sf, w, h, allow_unsafe_regions)
+            _check_text_band(gray, box, sf, allow_unsafe_regions)
             if (box[2] - box[0]) * (box[3] - box[1]) >= 0.95 * w * h:
                 sf.flag("region_covers_frame")
             method = "ultrasound_region"
@@ -1374,6 +1630,67 @@ def _decode_frames(ds, sf: SourceFile, frames: str, without_region: str
     return out
 
 
+def _region_text(r: Region) -> str:
+    return f"region x {r.x0}-{r.x1}, y {r.y0}-{r.y1}"
+
+
+def region_box(sf: SourceFile, w: int, h: int, allow: bool) -> tuple[int, int, int, int]:
+    """The crop box (x1/y1 exclusive) of the file's region in a ``w`` x ``h`` frame. A region
+    wholly outside is skipped; one partly outside is refused (:class:`_Skip` naming how far
+    and on which side) unless ``allow``, then clamped and flagged."""
+    r = sf.region
+    x0, y0 = max(0, r.x0), max(0, r.y0)
+    x1, y1 = min(w - 1, r.x1), min(h - 1, r.y1)
+    if x1 < x0 or y1 < y0:
+        raise _Skip("region_outside_image", f"{_region_text(r)} outside the {w}x{h} image")
+    over = {"left": -r.x0, "top": -r.y0, "right": r.x1 - (w - 1), "bottom": r.y1 - (h - 1)}
+    over = {k: v for k, v in over.items() if v > 0}
+    if over:
+        detail = (f"{_region_text(r)} extends {max(over.values())} px outside the {w}x{h} "
+                  "image (" + ", ".join(f"{k} edge by {v} px" for k, v in over.items()) + ")")
+        if not allow:
+            raise _Skip("region_partly_outside_image", detail)
+        sf.flag("region_clamped")
+        sf.notes["region_clamped"] = detail + "; clamped to the image"
+    return x0, y0, x1 + 1, y1 + 1
+
+
+def text_band_rows(gray: np.ndarray, box: tuple[int, int, int, int], mark: int = 96,
+                   min_pixels: int = 6) -> list[tuple[int, int]]:
+    """The rows (first, last; of the frame) inside ``box`` holding bright marks (above
+    ``mark``, at least ``min_pixels`` of them in a band) above or below the scan: burned-in text
+    bands the crop would keep. The scan is :func:`scan_area`'s; none found, none is reported."""
+    found = scan_area(gray)
+    if found is None:
+        return []
+    (_, sy0, _, sy1), area = found
+    x0, y0, x1, y1 = box
+    marks = (gray[y0:y1, x0:x1] > mark) & ~area[y0:y1, x0:x1]
+    rows = np.arange(y0, y1)
+    count = np.where((rows < sy0) | (rows >= sy1), marks.sum(axis=1), 0)
+    out: list[tuple[int, int, int]] = []  # first, last, pixels
+    for r in rows[count > 0]:
+        if out and r == out[-1][1] + 1:
+            out[-1] = (out[-1][0], int(r), out[-1][2] + int(count[r - y0]))
+        else:
+            out.append((int(r), int(r), int(count[r - y0])))
+    return [(a, b) for a, b, n in out if n >= min_pixels]
+
+
+def _check_text_band(gray: np.ndarray, box: tuple, sf: SourceFile, allow: bool) -> None:
+    """Refuse (:class:`_Skip`) a region overlapping a burned-in text band, unless ``allow``:
+    then flag it."""
+    bands = text_band_rows(gray, box)
+    if not bands:
+        return
+    detail = (f"{_region_text(sf.region)} overlaps the burned-in text band at rows "
+              + " and ".join(f"{a}-{b}" for a, b in bands))
+    if not allow:
+        raise _Skip("region_over_text_band", detail)
+    sf.flag("region_over_text_band")
+    sf.notes["region_over_text_band"] = detail
+
+
 class _Skip(Exception):
     def __init__(self, reason: str, detail: str = ""):
         super().__init__(reason)
@@ -1382,7 +1699,8 @@ class _Skip(Exception):
 
 def _png_bytes(gray: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(gray).save(buf, format="PNG")
+    with _library_call():
+        Image.fromarray(gray).save(buf, format="PNG")
     return buf.getvalue()
 
 
@@ -1390,40 +1708,99 @@ def _png_bytes(gray: np.ndarray) -> bytes:
 # the output self-check
 
 
-_TOKEN = re.compile(r"[a-z0-9]+")
+_TOKEN = re.compile(r"[^\W_]+")
+_TRANSLIT = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "Ä": "Ae", "Ö": "Oe", "Ü": "Ue"})
 
 
 @functools.lru_cache(maxsize=1)
 def _own_words() -> frozenset[str]:
-    """Every word of this module's own strings: what the import writes by itself."""
+    """Every word of this module's own strings: what the import writes by itself (not its
+    docstrings, nor the patterns of its regular expressions)."""
     import ast
     tree = ast.parse(Path(__file__).read_text(encoding="utf-8"))
+    skip: set[int] = set()
+    for n in ast.walk(tree):
+        body = getattr(n, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(body[0].value, ast.Constant):
+            skip.add(id(body[0].value))  # a docstring
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) \
+                and isinstance(n.func.value, ast.Name) and n.func.value.id == "re":
+            skip |= {id(x) for a in n.args for x in ast.walk(a)}
     return frozenset(t for n in ast.walk(tree) if isinstance(n, ast.Constant)
-                     and isinstance(n.value, str) for t in _TOKEN.findall(n.value.lower()))
+                     and isinstance(n.value, str) and id(n) not in skip
+                     for t in _TOKEN.findall(fold(n.value)))
 
 
-def _phi_needles(phi: set[str]) -> list[tuple[list[str], re.Pattern]]:
-    """(lower-case word tokens, pattern) of the identifiers worth searching: those of at least
-    4 characters, and at least 6 when they hold no letter (shorter ones match any number).
-    Values made only of words the import writes itself (a department called 'Ultrasound')
-    are left out: they identify no one."""
-    out = []
-    own = _own_words()
-    for v in sorted({x.strip() for x in phi}):
-        if len(v) < 4 or (not re.search(r"[^\W\d_]", v) and len(v) < 6):
-            continue
-        toks = _TOKEN.findall(v.lower())
-        if re.search(r"[a-z]", v.lower()) and all(t in own for t in toks):
-            continue
-        if toks:
-            out.append((toks, re.compile(r"(?<![A-Za-z0-9.])" + re.escape(v)
-                                         + r"(?![A-Za-z0-9])", re.I)))
-    return out
+class Needles:
+    """The identifiers worth searching, compared folded (:func:`fold`: case and diacritics
+    ignored; 'Müller' also as 'Mueller'), indexed by their first word.
+
+    Kept: values of at least 4 characters, and at least 6 when they hold no letter (shorter
+    ones match any number). Values made only of words the import writes itself (a department
+    called 'Ultrasound') are left out: they identify no one. A needle is 'alone' (a family name
+    alone, see :class:`Identifiers`) unless it was also added as a full identifier."""
+
+    def __init__(self, phi: set[str] | None = None):
+        self.alone: dict[str, bool] = {}
+        self._seen: set[tuple[str, bool]] = set()
+        self._first: dict[str, set[str]] = {}
+        self._toks: dict[str, tuple[str, ...]] = {}
+        self._pat: dict[str, re.Pattern] = {}
+        if phi is not None:
+            self.update(phi)
+
+    def __len__(self) -> int:
+        return len(self.alone)
+
+    def update(self, phi: set[str]) -> None:
+        """Add the values of ``phi`` (and its ``names_alone``) not added yet."""
+        self.add(phi, alone=False)
+        self.add(getattr(phi, "names_alone", ()), alone=True)
+
+    def add(self, values, alone: bool = False) -> None:
+        own = _own_words()
+        for v in values:
+            if (v, alone) in self._seen:
+                continue
+            self._seen.add((v, alone))
+            v = v.strip()
+            if len(v) < 4 or (not re.search(r"[^\W\d_]", v) and len(v) < 6):
+                continue
+            for f in {fold(v), fold(v.translate(_TRANSLIT))}:
+                toks = tuple(_TOKEN.findall(f))
+                if not toks or (re.search(r"[^\W\d_]", f) and all(t in own for t in toks)):
+                    continue
+                self.alone[f] = self.alone.get(f, True) and alone
+                self._toks[f] = toks
+                self._first.setdefault(toks[0], set()).add(f)
+
+    def find(self, text: str) -> list[str]:
+        """The (folded) needles in ``text``."""
+        t = fold(text)
+        words = set(_TOKEN.findall(t))
+        hits = []
+        for w in words:
+            for f in self._first.get(w, ()):
+                if all(x in words for x in self._toks[f]) and self.pattern(f).search(t):
+                    hits.append(f)
+        return sorted(hits)
+
+    def pattern(self, f: str) -> re.Pattern:
+        if f not in self._pat:
+            self._pat[f] = re.compile(r"(?<![^\W_])(?<!\.)" + re.escape(f) + r"(?![^\W_])")
+        return self._pat[f]
 
 
-def phi_self_check(folder: Path, phi: set[str]) -> list[str]:
-    """Problems: an identifier in an output text file, or a PNG with chunks beyond pixels."""
-    needles = _phi_needles(phi)
+def phi_self_check(folder: Path, phi: set[str], declared: dict[str, set[str]] | None = None,
+                   sources: dict[str, str] | None = None) -> list[str]:
+    """Problems: an identifier in an output text file (in cohort.csv, the column is named),
+    or a PNG with chunks beyond pixels.
+
+    ``declared``: cohort.csv column -> the values the mapping declares for it (folded); a cell
+    equal to one is not a hit of a family name alone. ``sources``: cohort.csv column -> the
+    spreadsheet column it comes from, named in the problem."""
+    needles = Needles(phi)
     problems = []
     for p in sorted(folder.rglob("*")):
         if not p.is_file():
@@ -1437,11 +1814,36 @@ def phi_self_check(folder: Path, phi: set[str]) -> list[str]:
                                 "beyond the pixels")
             continue
         text = data.decode("utf-8", errors="replace")
-        words = set(_TOKEN.findall(text.lower()))
-        for toks, pat in needles:
-            if all(t in words for t in toks) and pat.search(text):
-                problems.append(f"{rel}: holds an identifier read from the export or the "
-                                "spreadsheet (does the mapping map an identifying column?)")
+        if p.suffix == ".csv":
+            problems += _csv_hits(rel, text, needles, declared or {}, sources or {})
+        elif needles.find(text):
+            problems.append(f"{rel}: holds an identifier read from the export or the "
+                            "spreadsheet (does the mapping map an identifying column?)")
+    return problems
+
+
+def _csv_hits(rel: str, text: str, needles: Needles, declared: dict[str, set[str]],
+              sources: dict[str, str]) -> list[str]:
+    """One problem per column of a CSV file holding an identifier (never the value)."""
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows:
+        return []
+    header, problems = rows[0], []
+    if needles.find(",".join(header)):
+        problems.append(f"{rel}: its header holds an identifier read from the export or the "
+                        "spreadsheet")
+    for j, col in enumerate(header):
+        ok = declared.get(col, set())
+        for r in rows[1:]:
+            cell = r[j] if j < len(r) else ""
+            hits = [f for f in needles.find(cell) if not (needles.alone[f] and fold(cell) in ok)]
+            if hits:
+                src = f" (the spreadsheet's column '{sources[col]}')" if col in sources else ""
+                problems.append(
+                    f"{rel}, column '{col}'{src}: holds a person's name or another identifier "
+                    "read from the export or the spreadsheet; remove that feature from the "
+                    "mapping (a true category that equals a family name alone is accepted "
+                    "once the mapping lists the column's values under 'values:')")
                 break
     return problems
 
@@ -1453,6 +1855,234 @@ def _png_chunks(data: bytes) -> set[bytes]:
         chunks.add(data[i + 4:i + 8])
         i += 12 + n
     return chunks
+
+
+# --------------------------------------------------------------------------------------------
+# what the import and its libraries print
+
+
+PLACEHOLDER = "<identifier>"
+_UID_LIKE = re.compile(r"(?<![\w.])\d+(?:\.[0-9A-Za-z_-]*){2,}")
+_LONG_NUMBER = re.compile(r"(?<![^\W_])\d{6,}(?![^\W_])")
+_QUOTED = re.compile(r"""(['"])(?:(?!\1).){1,300}\1""")
+
+
+class Scrubber:
+    """Replaces, in a text to be printed, every identifier of ``phi`` (as :class:`Needles`
+    finds them) by ``<identifier>``, every UID-like string by ``<uid>`` and every run of 6
+    digits or more by ``<number>``; in a library's text, also every quoted value by
+    ``<value>``. ``phi`` may grow: what was added is searched from the next call on."""
+
+    def __init__(self, phi: set[str]):
+        self.phi = phi
+        self.needles = Needles()
+        self.replaced = 0
+
+    def __call__(self, text: str, library: bool = False) -> str:
+        self.needles.update(self.phi)
+        out = text
+        hits = self.needles.find(out)
+        if hits:
+            out = _deaccent(out)
+            for f in sorted(hits, key=len, reverse=True):
+                out = re.sub(r"(?<![^\W_])(?<!\.)" + re.escape(f) + r"(?![^\W_])",
+                             PLACEHOLDER, out, flags=re.I)
+            if self.needles.find(out):  # spelt with letters folding changes (ß): fold it all
+                out = fold(out)
+                for f in sorted(hits, key=len, reverse=True):
+                    out = self.needles.pattern(f).sub(PLACEHOLDER, out)
+        out = _UID_LIKE.sub("<uid>", out)
+        out = _LONG_NUMBER.sub("<number>", out)
+        if library:
+            out = _QUOTED.sub("<value>", out)
+        self.replaced += out != text
+        return out
+
+
+_GUARDS: list[OutputGuard] = []
+
+
+class OutputGuard:
+    """While active (``with OutputGuard(phi) as g:``), nothing a library prints reaches the
+    terminal or a log handler as it is: Python warnings are recorded; the log records of every
+    logger outside ``phyllodes`` are held (a filter on the logger that made them); what the
+    libraries write to stdout/stderr during :func:`_library_call` is captured (file
+    descriptors 1 and 2, and ``sys.stdout``/``sys.stderr``). The import's own log records are
+    scrubbed (:class:`Scrubber`) when made. On exit, everything held is scrubbed with every
+    identifier read by then, and logged once per distinct message with its count, followed by
+    one line saying how many were held; an exception leaving the block is scrubbed too."""
+
+    def __init__(self, phi: set[str]):
+        self.scrub = Scrubber(phi)
+        self.held: list[tuple[str, str, int, str]] = []  # (channel, source, level, raw text)
+        self._filter = _HoldFilter(self)
+        self._filtered: set[str] = set()
+        self._capture = None
+        self._capturing = False
+
+    def __enter__(self) -> OutputGuard:
+        self._warnings = warnings.catch_warnings(record=True)
+        self._recorded = self._warnings.__enter__()
+        warnings.simplefilter("always")
+        self._factory = logging.getLogRecordFactory()
+        logging.setLogRecordFactory(self._make_record)
+        _GUARDS.append(self)
+        return self
+
+    def __exit__(self, et, e, tb) -> bool:
+        logging.setLogRecordFactory(self._factory)
+        for name in self._filtered:
+            _logger(name).removeFilter(self._filter)
+        self._warnings.__exit__(None, None, None)
+        _GUARDS.remove(self)
+        if self._capture is not None:
+            self._capture.close()
+        for w in self._recorded:
+            kind = "" if w.category is UserWarning else f"{w.category.__name__}: "
+            self.held.append(("warning", _package_of(w.filename), logging.WARNING,
+                              f"{kind}{w.message}"))
+        if e is not None:
+            _scrub_exception(e, self.scrub)
+        self._emit()
+        return False
+
+    def _make_record(self, *args, **kwargs) -> logging.LogRecord:
+        rec = self._factory(*args, **kwargs)
+        if rec.name == "phyllodes" or rec.name.startswith("phyllodes."):
+            try:
+                text = rec.getMessage()
+            except (TypeError, ValueError):
+                text = str(rec.msg)
+            rec.msg, rec.args = self.scrub(text), ()
+            if rec.exc_info:
+                rec.exc_text = self.scrub(logging.Formatter().formatException(rec.exc_info))
+                rec.exc_info = None
+        elif rec.name not in self._filtered:  # held by the filter, when the logger handles it
+            self._filtered.add(rec.name)
+            _logger(rec.name).addFilter(self._filter)
+        return rec
+
+    def hold_output(self, text: str) -> None:
+        for line in text.splitlines():
+            if line.strip():
+                self.held.append(("output", "stdout/stderr", logging.WARNING, line))
+
+    def _emit(self) -> None:
+        """Log each distinct held message once (scrubbed), then how many were held."""
+        if not self.held:
+            return
+        seen: dict[tuple[str, str], dict] = {}
+        for channel, source, level, raw in self.held:
+            e = seen.setdefault((source, self.scrub(raw, library=True)),
+                                {"level": level, "n": {}})
+            e["level"] = max(e["level"], level)
+            e["n"][channel] = e["n"].get(channel, 0) + 1
+        for (source, text), e in seen.items():
+            n = max(e["n"].values())  # pydicom both warns and logs each message
+            log.log(e["level"], "%s: %s%s", source, text, f" ({n} times)" if n > 1 else "")
+        per = {}
+        for _, source, _, _ in self.held:
+            per[source] = per.get(source, 0) + 1
+        log.info("the libraries printed %d message(s) during the import (%s), held and shown "
+                 "once each above, with identifiers, UIDs, long numbers and quoted values "
+                 "replaced by %s, <uid>, <number> and <value>", len(self.held),
+                 ", ".join(f"{k} {v}" for k, v in sorted(per.items())), PLACEHOLDER)
+
+    @contextlib.contextmanager
+    def capture(self):
+        """Capture what is written to stdout/stderr (Python and file descriptors 1, 2)."""
+        if self._capturing:
+            yield
+            return
+        self._capturing = True
+        out, err = io.StringIO(), io.StringIO()
+        saved = []
+        try:
+            if self._capture is None:
+                self._capture = tempfile.TemporaryFile()
+            for s in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+                if s is not None:
+                    s.flush()
+            for fd in (1, 2):
+                saved.append((fd, os.dup(fd)))
+                os.dup2(self._capture.fileno(), fd)
+        except (OSError, ValueError, AttributeError):
+            pass  # no file descriptors to capture (an embedded interpreter): Python's only
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                yield
+        finally:
+            for fd, old in saved:
+                with contextlib.suppress(OSError):
+                    os.dup2(old, fd)
+                    os.close(old)
+            self._capturing = False
+            text = out.getvalue() + err.getvalue()
+            if saved:
+                self._capture.seek(0)
+                text += self._capture.read().decode("utf-8", errors="replace")
+                self._capture.seek(0)
+                self._capture.truncate()
+            self.hold_output(text)
+
+
+def _logger(name: str) -> logging.Logger:
+    return logging.getLogger(None if name == "root" else name)
+
+
+class _HoldFilter(logging.Filter):
+    """Holds a library's log record in its :class:`OutputGuard` instead of letting it on."""
+
+    def __init__(self, guard: OutputGuard):
+        super().__init__()
+        self.guard = guard
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except (TypeError, ValueError):
+            text = str(record.msg)
+        if record.exc_info:
+            text += "\n" + logging.Formatter().formatException(record.exc_info)
+        self.guard.held.append(("log", record.name.split(".")[0], record.levelno, text))
+        return False
+
+
+@contextlib.contextmanager
+def _library_call():
+    """Around a call into pydicom, Pillow, ...: what they print is held by the active
+    :class:`OutputGuard`; without one, their warnings are silenced."""
+    if _GUARDS:
+        with _GUARDS[-1].capture():
+            yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _package_of(filename: str) -> str:
+    """The top-level package of a source file ('pydicom' for .../site-packages/pydicom/x.py)."""
+    parts = Path(filename).parts
+    for marker in ("site-packages", "dist-packages"):
+        if marker in parts and parts.index(marker) + 1 < len(parts):
+            return Path(parts[parts.index(marker) + 1]).stem
+    return Path(filename).stem or "python"
+
+
+def _scrub_exception(e: BaseException, scrub: Scrubber) -> None:
+    """Scrub the text of an exception (and of those it was raised from) in place."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        library = not isinstance(e, DicomImportError)
+        if isinstance(e, DicomImportError):
+            e.problems = [scrub(p) for p in e.problems]
+        e.args = tuple(scrub(a, library) if isinstance(a, str) else a for a in e.args)
+        for attr in ("filename", "filename2"):
+            if isinstance(getattr(e, attr, None), str):
+                setattr(e, attr, scrub(getattr(e, attr), library))
+        e = e.__cause__ or e.__context__
 
 
 # --------------------------------------------------------------------------------------------
@@ -1469,6 +2099,8 @@ class ImportReport:
     ids_path: Path
     details_path: Path
     key_file: Path
+    #: what :meth:`text` passes its lines through: the import's :class:`Scrubber`
+    scrub: Any = field(default=None, repr=False)
 
     @property
     def n_images(self) -> int:
@@ -1492,30 +2124,82 @@ class ImportReport:
         return bool(self.summary["contract"]["passed"])
 
     def text(self) -> str:
-        c = self.summary["counts"]
+        """The summary printed on stdout: counts, skips, the images to review, the spreadsheet
+        rows merged, excluded or without an image, the contract (no identifier)."""
+        s = self.summary
+        c = s["counts"]
         lines = [f"imported {c['images_written']} image(s) of {c['subjects_written']} "
                  f"subject(s) from {c['files_imported']} of {c['files_found']} file(s) into "
                  f"{self.out}"]
-        for k, v in sorted(self.summary["skipped"].items()):
+        for k, v in sorted(s["skipped"].items()):
             lines.append(f"  skipped {v['count']:>4}  {k}: {v['description']}")
         for k in MAY_CARRY_TEXT:
-            n = self.summary["flags"].get(k, {}).get("count", 0)
+            n = s["flags"].get(k, {}).get("count", 0)
             if n:
                 lines.append(f"  flagged {n:>4}  {k}: {FLAGS[k]}")
+        lines += _review_lines(s, self.details_path)
+        lines += _sheet_lines(s)
         if not self.passes_contract:
-            probs = self.summary["contract"]["problems"]
+            probs = s["contract"]["problems"]
             lines.append(f"  NOT VALID: the cohort does not pass the data contract "
                          f"({len(probs)} problem(s)), e.g. {probs[0]}")
         lines.append(f"report: {self.out / 'import_report.md'}; private (paths, ids): "
                      f"{self.details_path}, {self.ids_path}")
-        return "\n".join(lines)
+        text = "\n".join(lines)
+        return self.scrub(text) if self.scrub is not None else text
+
+
+def _review_lines(s: dict, details: Path, most: int = 20) -> list[str]:
+    """One line per image refused or flagged for review (file id, region, what is wrong)."""
+    items = []
+    for k in REVIEW_REASONS:
+        for f in s["skipped"].get(k, {}).get("files", []):
+            items.append(f"refused {f}")
+    for k in ("region_clamped", "region_over_text_band"):
+        for f, note in s["flags"].get(k, {}).get("details", {}).items():
+            items.append(f"imported, flagged {k}: {f} ({note})")
+    if not items:
+        return []
+    out = [f"  REVIEW {len(items)} image(s) by eye (the file paths are under 'review' in "
+           f"{details}):"]
+    out += [f"    {x}" for x in items[:most]]
+    if len(items) > most:
+        out.append(f"    ... and {len(items) - most} more in import_report.md")
+    if any(x.startswith("refused") for x in items):
+        out.append("    fix: check the export (a region recorded for another image size, or "
+                   "a region taking in the text band); to import them anyway, clamped and "
+                   "flagged, pass --allow-unsafe-regions")
+    return out
+
+
+def _sheet_lines(s: dict, most: int = 10) -> list[str]:
+    """Lines on the spreadsheet's duplicate rows and its patients without an image."""
+    out = []
+    dup = s["spreadsheet_duplicate_rows"]
+    if dup:
+        out.append(f"  spreadsheet: {len(dup)} patient(s) with several rows:")
+        for e in dup[:most]:
+            who = f" ({e['subject']})" if e.get("subject") else ""
+            what = ("merged: they agree" if e["result"] == "merged" else
+                    "excluded: they disagree on " + ", ".join(e["disagree_on"]))
+            out.append(f"    {e['rows_text']}{who}: {what}")
+        if len(dup) > most:
+            out.append(f"    ... and {len(dup) - most} more in import_report.md")
+    alone = s["spreadsheet_rows_without_ultrasound"]
+    if alone:
+        out.append(f"  spreadsheet: {len(alone)} patient(s) without an ultrasound file, not "
+                   "imported: " + ", ".join(
+                       (f"{e['subject']} ({e['rows_text']})" if e.get("subject")
+                        else e["rows_text"]) for e in alone[:most])
+                   + (f" and {len(alone) - most} more" if len(alone) > most else ""))
+    return out
 
 
 def import_dicom(source: Path | str, clinical: Path | str, out: Path | str,
                  mapping: Path | str | None = None, key_file: Path | str | None = None,
                  frames: str = "middle", join: str | None = None, name: str | None = None,
                  without_region: str = "crop", allow_burned_in_without_region: bool = False,
-                 overwrite: bool = False) -> ImportReport:
+                 overwrite: bool = False, allow_unsafe_regions: bool = False) -> ImportReport:
     """Import a DICOM export and its clinical spreadsheet into the cohort folder ``out``.
 
     ``mapping``: the YAML column mapping (:func:`write_mapping_template` writes one).
@@ -1525,10 +2209,47 @@ def import_dicom(source: Path | str, clinical: Path | str, out: Path | str,
     ``join``: patient_id or accession (default: the mapping's, else patient_id).
     ``without_region``: crop (largest bright area, flagged), full (flagged) or skip, for
     files without a Sequence of Ultrasound Regions.
+    ``allow_unsafe_regions``: import (clamped, flagged) the images whose region extends
+    outside the image or overlaps the burned-in text band, instead of refusing them.
+
+    While it runs, what libraries print is held and shown scrubbed (:class:`OutputGuard`).
     """
     source, clinical, out = Path(source), Path(clinical), Path(out)
     name = name or out.name
     parse_frames(frames)
+    key_file = Path(key_file) if key_file else default_key_file(name)
+    _check_arguments(source, clinical, out, mapping, without_region, name, overwrite,
+                     key_file)
+    private = key_file.parent
+    ids_path, details_path = private / f"{name}.ids.csv", private / f"{name}.import-details.json"
+    phi = Identifiers()
+    with OutputGuard(phi) as guard:
+        m = read_mapping(mapping)
+        join = join or m.join or "patient_id"
+        if join not in ("patient_id", "accession"):
+            raise DicomImportError("cannot import", [
+                f"--join {join!r}: use patient_id or accession"])
+        sheet = read_spreadsheet(clinical, m.sheet)
+        rows, n_rows_no_id = clinical_rows(sheet, m, clinical, join)
+        _phi_from_sheet(sheet, m, phi)
+        key = load_or_create_key(key_file)
+        opts = {"join": join, "frames": frames, "without_region": without_region,
+                "allow_burned_in": allow_burned_in_without_region,
+                "allow_unsafe_regions": allow_unsafe_regions}
+        summary = _import_into(source, clinical, out, m, rows, n_rows_no_id, key, opts, phi,
+                               name, ids_path, details_path)
+        report = ImportReport(out=out, name=name, summary=summary, ids_path=ids_path,
+                              details_path=details_path, key_file=key_file, scrub=guard.scrub)
+        log.info("%s", report.text().splitlines()[0])
+        if not report.passes_contract:
+            log.warning("the cohort was written but does not pass the data contract:\n%s",
+                        "\n".join(f"  - {p}" for p in summary["contract"]["problems"]))
+    return report
+
+
+def _check_arguments(source: Path, clinical: Path, out: Path, mapping, without_region: str,
+                     name: str, overwrite: bool, key_file: Path) -> None:
+    """Refuse (one :class:`DicomImportError` listing every reason) what cannot be imported."""
     problems = []
     if not source.is_dir():
         problems.append(f"--source {source}: not a folder")
@@ -1555,33 +2276,27 @@ def import_dicom(source: Path | str, clinical: Path | str, out: Path | str,
         problems.append(f"--out {out} is inside the git work tree {root} and not ignored by it: "
                         "patient images must never be committed; write under data/private/ "
                         "(git-ignored) or outside the repository")
-    key_file = Path(key_file) if key_file else default_key_file(name)
     private = key_file.parent
-    ids_path, details_path = private / f"{name}.ids.csv", private / f"{name}.import-details.json"
-    for what, pth in (("the key file", key_file), ("the pseudonym table", ids_path),
-                      ("the detailed report", details_path)):
+    for what, pth in (("the key file", key_file),
+                      ("the pseudonym table", private / f"{name}.ids.csv"),
+                      ("the detailed report", private / f"{name}.import-details.json")):
         problems += check_private_path(pth, out, what)
     if problems:
         raise DicomImportError("cannot import", problems)
 
-    m = read_mapping(mapping)
-    join = join or m.join or "patient_id"
-    if join not in ("patient_id", "accession"):
-        raise DicomImportError("cannot import", [f"--join {join!r}: use patient_id or accession"])
-    sheet = read_spreadsheet(clinical, m.sheet)
-    rows, n_rows_no_id = clinical_rows(sheet, m, clinical, join)
-    phi: set[str] = set()
-    _phi_from_sheet(sheet, m, phi)
-    key = load_or_create_key(key_file)
 
+def _import_into(source: Path, clinical: Path, out: Path, m: ColumnMapping, rows, n_rows_no_id,
+                 key: bytes, opts: dict, phi: set[str], name: str, ids_path: Path,
+                 details_path: Path) -> dict:
+    """Import into a staging folder beside ``out``, write the private files, self-check, move
+    the staging folder into place; the summary."""
     staging = out.parent / f".{out.name}.importing"
     if staging.exists():
         shutil.rmtree(staging)
     (staging / "images" / ".tmp").mkdir(parents=True)
     try:
         summary, private_details, ids_rows = _run(source, staging, m, rows, n_rows_no_id, key,
-                                                  join, frames, without_region,
-                                                  allow_burned_in_without_region, phi, name)
+                                                  opts, phi, name)
         _write_private(details_path, json.dumps(
             {**private_details, "source": str(source.resolve()),
              "clinical": str(clinical.resolve()), "cohort": str(out.resolve())},
@@ -1593,30 +2308,38 @@ def import_dicom(source: Path | str, clinical: Path | str, out: Path | str,
                     f"{k}: {v['count']} file(s) ({v['description']})"
                     for k, v in sorted(summary["skipped"].items())] +
                 [f"the detailed report (with source paths) is {details_path}"])
-        bad = phi_self_check(staging, phi)
+        bad = phi_self_check(staging, phi, *_declared_values(m))
         if bad:
             raise DicomImportError("the self-check found identifiers in the output; nothing "
                                    "was written to " + str(out), bad)
-        if out.exists():
-            old = out.parent / f".{out.name}.replaced"
-            if old.exists():
-                shutil.rmtree(old)
-            out.rename(old)
-            staging.rename(out)
-            shutil.rmtree(old)
-        else:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            staging.rename(out)
+        _move_into_place(staging, out)
     finally:
         if staging.exists():
             shutil.rmtree(staging)
-    report = ImportReport(out=out, name=name, summary=summary, ids_path=ids_path,
-                          details_path=details_path, key_file=key_file)
-    log.info("%s", report.text().splitlines()[0])
-    if not report.passes_contract:
-        log.warning("the cohort was written but does not pass the data contract:\n%s",
-                    "\n".join(f"  - {p}" for p in summary["contract"]["problems"]))
-    return report
+    return summary
+
+
+def _declared_values(m: ColumnMapping) -> tuple[dict[str, set[str]], dict[str, str]]:
+    """For the self-check: cohort column -> the values the mapping declares for it (folded),
+    and cohort column -> the spreadsheet column it comes from."""
+    declared = {f.name: {fold(v) for v in f.values.values() if v}
+                for f in m.features if f.values}
+    sources = {f.name: f.column for f in m.features if f.column}
+    sources["label"] = m.label_column
+    return declared, sources
+
+
+def _move_into_place(staging: Path, out: Path) -> None:
+    if out.exists():
+        old = out.parent / f".{out.name}.replaced"
+        if old.exists():
+            shutil.rmtree(old)
+        out.rename(old)
+        staging.rename(out)
+        shutil.rmtree(old)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging.rename(out)
 
 
 def contract_problems(folder: Path) -> list[str]:
@@ -1637,7 +2360,9 @@ def contract_problems(folder: Path) -> list[str]:
 
 
 def _phi_from_sheet(df: pd.DataFrame, m: ColumnMapping, phi: set[str]) -> None:
-    """The spreadsheet's identifiers: the id column, identifier-like columns, every date."""
+    """The spreadsheet's identifiers: the id column and identifier-like columns (person names
+    in their spellings), every date, and in any column a cell written like a person's name
+    ('Dr Smith', 'J. Smith', 'Smith, John': it and its words) or a contact."""
     allowed = set(m.missing_values)  # values the output may hold by design
     for f in m.features:
         if f.column and f.column in df.columns:
@@ -1649,69 +2374,123 @@ def _phi_from_sheet(df: pd.DataFrame, m: ColumnMapping, phi: set[str]) -> None:
             vals = {v for v in df[c] if v and v not in allowed}
             phi.update(vals)
             phi.update(normalise_id(v) for v in vals)
-        for v in df[c]:
-            if v and (_DATE_LIKE.match(v) or re.fullmatch(r"(19|20)\d{6}", v)):
-                for fmt in (None, "%d/%m/%Y", "%m/%d/%Y", "%d-%m-%Y", "%m-%d-%Y"):
-                    d = parse_date(v, fmt)
-                    if d:
-                        phi.update(date_spellings(d))
+            if _PERSON_RE.search(c) and c not in m.id_columns:
+                for v in vals:
+                    add_person_name(phi, v)
+        for v in set(df[c]):
+            if not v:
+                continue
+            if _DATE_LIKE.match(v) or re.fullmatch(r"(19|20)\d{6}", v):
+                _add_date(phi, v)
+            elif c not in m.id_columns and c != m.label_column and (
+                    person_name_like(v, strong_only=True) or contact_like(v)):
                 phi.add(v)
+                if not contact_like(v):
+                    phi.update(w for w in name_words(v) if len(w) >= 3)
+
+
+def _add_date(phi: set[str], v: str) -> None:
+    """A date cell, as written and in the spellings of each reading of it."""
+    for fmt in (None, "%d/%m/%Y", "%m/%d/%Y", "%d-%m-%Y", "%m-%d-%Y"):
+        d = parse_date(v, fmt)
+        if d:
+            phi.update(date_spellings(d))
+    phi.add(v)
 
 
 def _run(source: Path, staging: Path, m: ColumnMapping, rows: dict[str, list[ClinicalRow]],
-         n_rows_no_id: int, key: bytes, join: str, frames: str, without_region: str,
-         allow_burned_in: bool, phi: set[str], name: str):
+         n_rows_no_id: int, key: bytes, opts: dict, phi: set[str], name: str):
     """Every step of the import into ``staging``; the summary, private details and id table."""
+    join = opts["join"]
     paths = sorted((p for p in source.rglob("*") if p.is_file()),
                    key=lambda p: p.relative_to(source).as_posix())
     files = [SourceFile(file_id=f"F{i + 1:05d}", rel=p.relative_to(source).as_posix())
              for i, p in enumerate(paths)]
     log.info("reading %d file(s) under %s", len(files), source)
-    _read_headers(paths, files, phi, key, join, without_region, allow_burned_in)
+    _read_headers(paths, files, phi, key, join, opts["without_region"], opts["allow_burned_in"])
     patient_clin = _join_clinical(files, rows, m, join)
-    n_frames_decoded = _decode_all(paths, files, staging / "images" / ".tmp", join, frames,
-                                   without_region)
+    n_frames_decoded = _decode_all(paths, files, staging / "images" / ".tmp", join,
+                                   opts["frames"], opts["without_region"],
+                                   opts["allow_unsafe_regions"])
     table, images_meta, n_dup_frames = _name_images(files, patient_clin, staging)
     (staging / "images" / ".tmp").rmdir()
     cols = ["subject_id", "image_path", "label", "pixel_size_mm_x", "pixel_size_mm_y",
             *(f.name for f in m.features)]
     pd.DataFrame(table, columns=cols).to_csv(staging / "cohort.csv", index=False,
                                              lineterminator="\n")
-    (staging / "cohort.yaml").write_text(_cohort_yaml(name, m, frames, without_region),
-                                         encoding="utf-8")
+    (staging / "cohort.yaml").write_text(
+        _cohort_yaml(name, m, opts["frames"], opts["without_region"]), encoding="utf-8")
     contract = contract_problems(staging) if table else ["no image imported"]
-    # reports
     written = sorted({r["subject_id"] for r in table})
-    of_subject: dict[str, list[SourceFile]] = {}
-    for sf in files:
-        if sf.subject:
-            of_subject.setdefault(sf.subject, []).append(sf)
-    not_imported = [{"subject": subj, "reasons": sorted({sf.reason for sf in of_subject[subj]}),
-                     "files": [sf.file_id for sf in of_subject[subj]]}
-                    for subj in sorted(set(of_subject) - set(written))]
-    n_dicom = sum(1 for sf in files if sf.reason not in ("not_dicom", "read_error"))
-    n_us = sum(1 for sf in files if sf.us_image)
-    dicom_keys = {sf.key for sf in files if sf.key and sf.us_image} if join == "patient_id" \
-        else {sf.accession for sf in files if sf.accession and sf.us_image}
-    ids_without = sorted(k for k in rows if k not in dicom_keys)
-    summary = _summary(files, table, images_meta, not_imported, ids_without, join, key,
-                       frames, without_region, allow_burned_in, n_dicom, n_us,
-                       n_frames_decoded, n_dup_frames, len(written), rows, n_rows_no_id, m, phi)
+    sheet = _sheet_report(files, rows, m, key, join)
+    summary = _summary(files, table, images_meta, _not_imported(files, written), sheet, opts,
+                       {"frames_decoded": n_frames_decoded,
+                        "frames_dropped_as_duplicates": n_dup_frames,
+                        "subjects_written": len(written)}, rows, n_rows_no_id, m, phi)
     summary["contract"] = {"passed": not contract, "problems": contract}
     (staging / "import_report.json").write_text(
         json.dumps(summary, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
         encoding="utf-8")
     (staging / "import_report.md").write_text(_report_md(name, summary), encoding="utf-8")
-    details = {"files": [{"file": sf.file_id, "path": sf.rel, "status": sf.status,
-                          "reason": sf.reason, "detail": sf.detail, "error": sf.error,
-                          "subject": sf.subject, "patient_id": sf.raw_id, "flags": sf.flags,
-                          "images": [im.get("image_path", "") for im in sf.images]}
-                         for sf in files],
-               "spreadsheet_ids_without_ultrasound": [
-                   {"lines": [r.line for r in rows[k]], "id": rows[k][0].raw_id}
-                   for k in ids_without],
-               "key_sha256_prefix": hashlib.sha256(key).hexdigest()[:12]}
-    return summary, details, _id_table(files, set(written))
+    return summary, _private_details(files, rows, sheet, key), _id_table(files, set(written))
+
+
+def _not_imported(files: list[SourceFile], written: list[str]) -> list[dict]:
+    """The patients of the export with no image in the cohort, and why."""
+    of_subject: dict[str, list[SourceFile]] = {}
+    for sf in files:
+        if sf.subject:
+            of_subject.setdefault(sf.subject, []).append(sf)
+    return [{"subject": subj, "reasons": sorted({sf.reason for sf in of_subject[subj]}),
+             "files": [sf.file_id for sf in of_subject[subj]]}
+            for subj in sorted(set(of_subject) - set(written))]
+
+
+def _sheet_report(files: list[SourceFile], rows: dict[str, list[ClinicalRow]],
+                  m: ColumnMapping, key: bytes, join: str) -> dict:
+    """The spreadsheet's patients without an ultrasound file and its duplicate rows, by row
+    number and pseudonym (the private ``keys`` too, for the detailed report)."""
+    dicom_keys = {sf.key for sf in files if sf.key and sf.us_image} if join == "patient_id" \
+        else {sf.accession for sf in files if sf.accession and sf.us_image}
+    subject_of = {(sf.key if join == "patient_id" else sf.accession): sf.subject
+                  for sf in files if sf.subject}
+
+    def who(k: str) -> str:
+        return pseudonym(key, k) if join == "patient_id" else subject_of.get(k, "")
+
+    without = sorted((k for k in rows if k not in dicom_keys), key=lambda k: rows[k][0].line)
+    alone = [{"subject": who(k), "rows": sorted(r.line for r in rows[k]),
+              "rows_text": rows_text([r.line for r in rows[k]], rows[k][0].unit)}
+             for k in without]
+    dups = duplicate_rows(rows, m)
+    for e in dups:
+        e["subject"] = who(e["key"])
+        e["rows_text"] = rows_text(e["rows"], e.pop("unit"))
+    return {"ids_without": sorted(without), "without": alone,
+            "duplicates": [{k: v for k, v in e.items() if k != "key"} for e in dups],
+            "duplicate_keys": [e["key"] for e in dups]}
+
+
+def _private_details(files: list[SourceFile], rows: dict[str, list[ClinicalRow]], sheet: dict,
+                     key: bytes) -> dict:
+    """The detailed report (private: paths, ids, error messages)."""
+    review = [{"file": sf.file_id, "path": sf.rel, "problem": sf.detail}
+              for sf in files if sf.reason in REVIEW_REASONS]
+    review += [{"file": sf.file_id, "path": sf.rel, "problem": note, "imported": True}
+               for sf in files if sf.status == "imported" for note in sf.notes.values()]
+    return {"files": [{"file": sf.file_id, "path": sf.rel, "status": sf.status,
+                       "reason": sf.reason, "detail": sf.detail, "error": sf.error,
+                       "subject": sf.subject, "patient_id": sf.raw_id, "flags": sf.flags,
+                       "images": [im.get("image_path", "") for im in sf.images]}
+                      for sf in files],
+            "review": review,
+            "spreadsheet_ids_without_ultrasound": [
+                {"lines": [r.line for r in rows[k]], "id": rows[k][0].raw_id}
+                for k in sheet["ids_without"]],
+            "spreadsheet_duplicate_rows": [
+                {"lines": [r.line for r in rows[k]], "id": rows[k][0].raw_id}
+                for k in sheet["duplicate_keys"]],
+            "key_sha256_prefix": hashlib.sha256(key).hexdigest()[:12]}
 
 
 def _read_headers(paths: list[Path], files: list[SourceFile], phi: set[str], key: bytes,
@@ -1762,15 +2541,18 @@ def _join_clinical(files: list[SourceFile], rows: dict[str, list[ClinicalRow]],
               "dicom:StudyDate": min((sf.study for sf in mine if sf.study), default=None)}
         label, values, reason = resolve_patient(matched, m, dd)
         if reason:
+            detail = "" if reason != "conflicting_clinical_rows" else (
+                f"spreadsheet {rows_text([r.line for r in matched], matched[0].unit)} "
+                "disagree on " + ", ".join(disagreement(matched, m)))
             for sf in live:
-                sf.skip(reason)
+                sf.skip(reason, detail)
             continue
         out[pkey] = (label, values)
     return out
 
 
 def _decode_all(paths: list[Path], files: list[SourceFile], tmp: Path, join: str, frames: str,
-                without_region: str) -> int:
+                without_region: str, allow_unsafe_regions: bool = False) -> int:
     """Decode, crop and write (to ``tmp``) the kept frames of every file left; their count."""
     n = 0
     for p, sf in zip(paths, files):
@@ -1781,9 +2563,8 @@ def _decode_all(paths: list[Path], files: list[SourceFile], tmp: Path, join: str
             sf.skip("read_error", "the file changed during the import")
             continue
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                kept = _decode_frames(ds, sf, frames, without_region)
+            with _library_call():
+                kept = _decode_frames(ds, sf, frames, without_region, allow_unsafe_regions)
         except _Skip as e:
             sf.skip(e.reason, e.detail)
             continue
@@ -1912,65 +2693,39 @@ def _cohort_yaml(name: str, m: ColumnMapping, frames: str, without_region: str) 
     return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=100)
 
 
-def _summary(files, table, images_meta, not_imported, ids_without_dicom, join, key, frames,
-             without_region, allow_burned_in, n_dicom, n_us, n_frames_decoded, n_dup_frames,
-             n_subjects, rows, n_rows_no_id, m, phi) -> dict:
+def _summary(files, table, images_meta, not_imported, sheet, opts, steps, rows, n_rows_no_id,
+             m, phi) -> dict:
+    """The PHI-free summary written as import_report.json (and .md, and printed)."""
     import pydicom
-    skipped: dict[str, dict] = {}
-    for sf in files:
-        if sf.status == "skipped":
-            e = skipped.setdefault(sf.reason, {"description": SKIP_REASONS[sf.reason],
-                                               "count": 0, "files": []})
-            e["count"] += 1
-            e["files"].append(sf.file_id if not sf.detail else f"{sf.file_id} ({sf.detail})")
-    flags: dict[str, dict] = {}
-    for sf in files:
-        if sf.status != "imported":
-            continue
-        for f in sf.flags:
-            e = flags.setdefault(f, {"description": FLAGS[f], "count": 0, "files": []})
-            e["count"] += 1
-            e["files"].append(sf.file_id)
+    skipped, flags = _skips_and_flags(files)
     labels: dict[str, dict] = {}
     for r in table:
         e = labels.setdefault(r["label"], {"subjects": set(), "images": 0})
         e["subjects"].add(r["subject_id"])
         e["images"] += 1
-    n_pat = len({sf.key for sf in files if sf.key})
     counts = {
         "files_found": len(files),
-        "dicom_files": n_dicom,
-        "ultrasound_files_with_pixels": n_us,
+        "dicom_files": sum(1 for sf in files if sf.reason not in ("not_dicom", "read_error")),
+        "ultrasound_files_with_pixels": sum(1 for sf in files if sf.us_image),
         "files_imported": sum(1 for sf in files if sf.status == "imported"),
         "files_skipped": sum(1 for sf in files if sf.status == "skipped"),
-        "frames_decoded": n_frames_decoded,
-        "frames_dropped_as_duplicates": n_dup_frames,
+        "frames_decoded": steps["frames_decoded"],
+        "frames_dropped_as_duplicates": steps["frames_dropped_as_duplicates"],
         "images_written": len(table),
-        "patients_in_export": n_pat,
+        "patients_in_export": len({sf.key for sf in files if sf.key}),
         "patients_not_imported": len(not_imported),
-        "subjects_written": n_subjects,
+        "subjects_written": steps["subjects_written"],
         "spreadsheet_rows": sum(len(v) for v in rows.values()) + n_rows_no_id,
         "spreadsheet_rows_without_id": n_rows_no_id,
-        "spreadsheet_ids_without_ultrasound": len(ids_without_dicom),
+        "spreadsheet_ids_without_ultrasound": len(sheet["without"]),
+        "spreadsheet_patients_with_several_rows": len(sheet["duplicates"]),
     }
     assert counts["files_imported"] + counts["files_skipped"] == counts["files_found"]
+    join = opts["join"]
     return {
         "tool": "phyllodes.data.sources.dicom",
         "pydicom": pydicom.__version__,
-        "options": {"frames": frames, "join": join, "without_region": without_region,
-                    "allow_burned_in_without_region": bool(allow_burned_in),
-                    "subject_id": f"{SUBJECT_PREFIX} + {SUBJECT_HEX} hex digits of "
-                                  "HMAC-SHA256(key, normalised PatientID)",
-                    "mapping": {"positive_labels": list(m.positive_labels),
-                                "negative_labels": list(m.negative_labels),
-                                "numeric": [f.name for f in m.features if f.kind == "numeric"],
-                                "categorical": [f.name for f in m.features
-                                                if f.kind == "categorical"
-                                                and f.reference is None],
-                                "references": [f.name for f in m.features
-                                               if f.reference is not None],
-                                "ages_from_dates": [f.name for f in m.features
-                                                    if f.from_dates]}},
+        "options": _options(opts, m),
         "counts": counts,
         "labels": {k: {"subjects": len(v["subjects"]), "images": v["images"]}
                    for k, v in sorted(labels.items())},
@@ -1986,14 +2741,54 @@ def _summary(files, table, images_meta, not_imported, ids_without_dicom, join, k
         "images": images_meta,
         "patients_not_imported": sorted(not_imported, key=lambda e: e["subject"]),
         "spreadsheet_ids_without_ultrasound": (
-            [pseudonym(key, k) for k in ids_without_dicom] if join == "patient_id"
-            else f"{len(ids_without_dicom)} accession number(s); listed in the private report"),
+            sorted(e["subject"] for e in sheet["without"]) if join == "patient_id"
+            else f"{len(sheet['without'])} accession number(s); listed in the private report"),
+        "spreadsheet_rows_without_ultrasound": sheet["without"],
+        "spreadsheet_duplicate_rows": sheet["duplicates"],
         "tags_read": {"used": {k: v for k, v in TAGS_USED.items()},
                       "read_only_to_check_the_output": list(TAGS_CHECKED)},
-        "self_check": {"identifiers_searched": len(_phi_needles(phi)),
+        "self_check": {"identifiers_searched": len(Needles(phi)),
                        "result": "no identifier found in any output file; PNGs hold pixels "
                                  "only"},
     }
+
+
+def _skips_and_flags(files: list[SourceFile]) -> tuple[dict, dict]:
+    """The skipped files by reason (with their detail) and the imported ones by flag."""
+    skipped: dict[str, dict] = {}
+    flags: dict[str, dict] = {}
+    for sf in files:
+        if sf.status == "skipped":
+            e = skipped.setdefault(sf.reason, {"description": SKIP_REASONS[sf.reason],
+                                               "count": 0, "files": []})
+            e["count"] += 1
+            e["files"].append(sf.file_id if not sf.detail else f"{sf.file_id} ({sf.detail})")
+        if sf.status != "imported":
+            continue
+        for f in sf.flags:
+            e = flags.setdefault(f, {"description": FLAGS[f], "count": 0, "files": []})
+            e["count"] += 1
+            e["files"].append(sf.file_id)
+            if f in sf.notes:
+                e.setdefault("details", {})[sf.file_id] = sf.notes[f]
+    return skipped, flags
+
+
+def _options(opts: dict, m: ColumnMapping) -> dict:
+    return {"frames": opts["frames"], "join": opts["join"],
+            "without_region": opts["without_region"],
+            "allow_burned_in_without_region": bool(opts["allow_burned_in"]),
+            "allow_unsafe_regions": bool(opts["allow_unsafe_regions"]),
+            "subject_id": f"{SUBJECT_PREFIX} + the first {SUBJECT_HEX} hex digits of "
+                          "HMAC-SHA256(key, 'phyllodes-subject' + NUL byte + normalised "
+                          "PatientID in UTF-8)",
+            "mapping": {"positive_labels": list(m.positive_labels),
+                        "negative_labels": list(m.negative_labels),
+                        "numeric": [f.name for f in m.features if f.kind == "numeric"],
+                        "categorical": [f.name for f in m.features
+                                        if f.kind == "categorical" and f.reference is None],
+                        "references": [f.name for f in m.features if f.reference is not None],
+                        "ages_from_dates": [f.name for f in m.features if f.from_dates]}}
 
 
 def _report_md(name: str, s: dict) -> str:
@@ -2007,36 +2802,14 @@ def _report_md(name: str, s: dict) -> str:
          "private report beside the key file, outside this folder.", "",
          f"Options: frames `{o['frames']}`, join `{o['join']}`, without region "
          f"`{o['without_region']}`, allow burned-in without region "
-         f"`{o['allow_burned_in_without_region']}`. Subject ids: {o['subject_id']}.", "",
+         f"`{o['allow_burned_in_without_region']}`, allow unsafe regions "
+         f"`{o['allow_unsafe_regions']}`. Subject ids: {o['subject_id']}.", "",
          "## Counts", "", "| step | count |", "| --- | ---: |"]
     L += [f"| {k.replace('_', ' ')} | {v} |" for k, v in c.items()]
     L += ["", "## Labels", "", "| label | subjects | images |", "| --- | ---: | ---: |"]
     L += [f"| {k} | {v['subjects']} | {v['images']} |" for k, v in s["labels"].items()]
-    L += ["", "## Skipped files", ""]
-    if not s["skipped"]:
-        L.append("None.")
-    for k, v in s["skipped"].items():
-        L += [f"- **{k}** ({v['count']}): {v['description']}. Files: " + ", ".join(v["files"])]
-    L += ["", "## Flags on imported files", ""]
-    if not s["flags"]:
-        L.append("None.")
-    for k, v in s["flags"].items():
-        L += [f"- **{k}** ({v['count']}): {v['description']}. Files: " + ", ".join(v["files"])]
-    L += ["", "## Files that may carry text inside the kept image", "",
-          "Cropping removes what lies outside the ultrasound region; it cannot remove text "
-          "burned into the scan itself. Check these images by eye before sharing anything "
-          "derived from them: " + (", ".join(s["may_carry_text_in_scan_region"]) or "none") +
-          ".", "", "## Patients not imported", ""]
-    if not s["patients_not_imported"]:
-        L.append("None.")
-    for e in s["patients_not_imported"]:
-        L.append(f"- {e['subject']}: " + "; ".join(f"{r} ({SKIP_REASONS[r]})"
-                                                    for r in e["reasons"])
-                 + f". Files: {', '.join(e['files'])}")
-    ids = s["spreadsheet_ids_without_ultrasound"]
-    L += ["", "## Spreadsheet ids without an ultrasound file", "",
-          (", ".join(ids) or "None.") if isinstance(ids, list) else ids, "",
-          "## DICOM tags read", "", "| tag | why |", "| --- | --- |"]
+    L += _md_files(s) + _md_review(s) + _md_patients(s) + _md_sheet(s)
+    L += ["", "## DICOM tags read", "", "| tag | why |", "| --- | --- |"]
     L += [f"| {k} | {v} |" for k, v in s["tags_read"]["used"].items()]
     L += ["", "Read only to check that none of their values reaches this folder: "
           + ", ".join(s["tags_read"]["read_only_to_check_the_output"]) + ".", "",
@@ -2048,6 +2821,70 @@ def _report_md(name: str, s: dict) -> str:
           f"{s['self_check']['identifiers_searched']} identifier spellings searched in every "
           f"file of this folder: {s['self_check']['result']}.", ""]
     return "\n".join(L)
+
+
+def _md_files(s: dict) -> list[str]:
+    L = ["", "## Skipped files", ""]
+    if not s["skipped"]:
+        L.append("None.")
+    for k, v in s["skipped"].items():
+        L += [f"- **{k}** ({v['count']}): {v['description']}. Files: " + ", ".join(v["files"])]
+    L += ["", "## Flags on imported files", ""]
+    if not s["flags"]:
+        L.append("None.")
+    for k, v in s["flags"].items():
+        files = [f"{f} ({v['details'][f]})" if f in v.get("details", {}) else f
+                 for f in v["files"]]
+        L += [f"- **{k}** ({v['count']}): {v['description']}. Files: " + ", ".join(files)]
+    return L
+
+
+def _md_review(s: dict) -> list[str]:
+    L = ["", "## Images to review", "",
+         "Refused (not imported) because their ultrasound region extends outside the image or "
+         "overlaps the burned-in text band, or imported with such a region by "
+         "`--allow-unsafe-regions`. Look at each by eye (its path is under `review` in the "
+         "private detailed report); fix the export, or import them with "
+         "`--allow-unsafe-regions` once you have checked them.", ""]
+    items = [f"- refused {f}" for k in REVIEW_REASONS
+             for f in s["skipped"].get(k, {}).get("files", [])]
+    items += [f"- imported, flagged `{k}`: {f} ({note})"
+              for k in ("region_clamped", "region_over_text_band")
+              for f, note in s["flags"].get(k, {}).get("details", {}).items()]
+    L += items or ["None."]
+    L += ["", "## Files that may carry text inside the kept image", "",
+          "Cropping removes what lies outside the ultrasound region; it cannot remove text "
+          "burned into the scan itself. Check these images by eye before sharing anything "
+          "derived from them: " + (", ".join(s["may_carry_text_in_scan_region"]) or "none") +
+          "."]
+    return L
+
+
+def _md_patients(s: dict) -> list[str]:
+    L = ["", "## Patients not imported", ""]
+    if not s["patients_not_imported"]:
+        L.append("None.")
+    for e in s["patients_not_imported"]:
+        L.append(f"- {e['subject']}: " + "; ".join(f"{r} ({SKIP_REASONS[r]})"
+                                                    for r in e["reasons"])
+                 + f". Files: {', '.join(e['files'])}")
+    return L
+
+
+def _md_sheet(s: dict) -> list[str]:
+    L = ["", "## Spreadsheet ids without an ultrasound file", ""]
+    alone = s["spreadsheet_rows_without_ultrasound"]
+    L += [f"- {e['subject'] + ': ' if e['subject'] else ''}spreadsheet {e['rows_text']}"
+          for e in alone] or ["None."]
+    L += ["", "## Spreadsheet rows of one patient", "",
+          "Rows that agree are merged (a value missing in one row is taken from another); rows "
+          "that disagree on the label or a feature exclude the patient "
+          "(`conflicting_clinical_rows`): correct the spreadsheet and import again.", ""]
+    L += [f"- {e['rows_text']}" + (f" ({e['subject']})" if e["subject"] else "") + ": "
+          + ("merged, they agree" if e["result"] == "merged"
+             else "excluded, they disagree on " + ", ".join(e["disagree_on"]))
+          for e in s["spreadsheet_duplicate_rows"]] or ["None."]
+    return L
 
 
 # --------------------------------------------------------------------------------------------
@@ -2079,6 +2916,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-burned-in-without-region", action="store_true",
                    help="UNSAFE: keep files whose BurnedInAnnotation is YES although there is "
                         "no region to crop to (burned-in names may remain)")
+    p.add_argument("--allow-unsafe-regions", action="store_true",
+                   help="import, clamped and flagged for review, the images whose ultrasound "
+                        "region extends outside the image or overlaps the burned-in text band "
+                        "(default: refused, listed for review)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier import in --out (or the mapping template)")
     p.add_argument("--write-mapping-template", metavar="FILE",
@@ -2105,7 +2946,8 @@ def main(argv: list[str] | None = None) -> int:
                               key_file=a.key_file, frames=a.frames, join=a.join, name=a.name,
                               without_region=a.without_region,
                               allow_burned_in_without_region=a.allow_burned_in_without_region,
-                              overwrite=a.overwrite)
+                              overwrite=a.overwrite,
+                              allow_unsafe_regions=a.allow_unsafe_regions)
     except (DicomImportError, FileExistsError, ValueError) as e:
         print(f"import-dicom: {e}", file=sys.stderr)
         return 1
