@@ -317,6 +317,25 @@ def test_truncated_jpeg(cohort_copy):
     assert "truncated JPEG" in _one(_problems(cohort_copy), "line 5, column 'image_path'")
 
 
+def test_a_jpeg_cut_short_with_its_end_marker_written_again(cohort_copy):
+    """Cut mid-stream, then FF D9 appended: the file ends like a JPEG and decodes (libjpeg
+    fills the missing blocks with one gray); half the image is that flat gray."""
+    df = _frame(cohort_copy)
+    src = cohort_copy / df.loc[3, "image_path"]
+    jpg = src.with_suffix(".jpg")
+    Image.open(src).convert("L").save(jpg, quality=90)
+    data = jpg.read_bytes()
+    jpg.write_bytes(data[: len(data) // 2] + b"\xff\xd9")
+    whole = src.with_name(src.stem + "_whole.jpg")
+    whole.write_bytes(data)
+    df.loc[3, "image_path"] = str(jpg.relative_to(cohort_copy))
+    df.loc[4, "image_path"] = str(whole.relative_to(cohort_copy))
+    _save(cohort_copy, df)
+    problems = _problems(cohort_copy)
+    assert "a JPEG cut short" in _one(problems, "line 5, column 'image_path'")
+    assert not [p for p in problems if "line 6, column 'image_path'" in p]
+
+
 def test_roi_must_be_integer_pixels(cohort_copy):
     df = _frame(cohort_copy)
     df.loc[0, "roi_x0"] = "10.7"

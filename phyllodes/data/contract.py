@@ -1091,7 +1091,7 @@ def _decode(path: Path) -> dict | str:
     transparency; or what is wrong with its pixels."""
     try:
         with Image.open(path) as im:
-            turn, mode = orientation(im), im.mode
+            turn, mode, fmt = orientation(im), im.mode, im.format
             alpha = _alpha(im)
             if mode == "F" and np.isnan(np.asarray(im)).any():
                 n = int(np.isnan(np.asarray(im)).sum())
@@ -1103,8 +1103,25 @@ def _decode(path: Path) -> dict | str:
     if g.size and g.min() == g.max():
         return (f"is blank: every pixel decodes to the same gray value ({int(g.flat[0])}); give "
                 "the ultrasound image itself")
+    if fmt == "JPEG" and (flat := _flat_tail(g)):
+        return (f"is a JPEG cut short: its last {flat} rows (from row {g.shape[0] - flat + 1} of "
+                f"{g.shape[0]}) decode to one flat gray value ({int(g[-1, 0])}), what a decoder "
+                "fills in when the compressed data ends early (the end-of-image marker was "
+                "written after a cut file): copy or export the image again")
     return {"size": (g.shape[1], g.shape[0]), "orientation": turn, "mode": mode,
             "transparent": alpha is not None and bool((alpha < 255).any())}
+
+
+def _flat_tail(g: np.ndarray, min_rows: int = 8) -> int:
+    """How many rows at the bottom of a decoded JPEG hold one value other than black or white
+    (0 when fewer than ``min_rows``, or when the image is flat above them too): a libjpeg
+    decoder fills the blocks after the end of a cut data stream with one gray value."""
+    last = g[-1]
+    if g.shape[0] < 2 * min_rows or last.min() != last.max() or int(last[0]) in (0, 255):
+        return 0
+    flat = (g == last[0]).all(axis=1)
+    n = int(np.argmin(flat[::-1])) if not flat.all() else 0
+    return n if n >= min_rows else 0
 
 
 #: how the conversion to gray of an image mode is described in the notes
