@@ -21,6 +21,7 @@ import dicom_fixtures as fx  # noqa: E402
 
 from phyllodes.data.cohort import load_cohort  # noqa: E402
 from phyllodes.data.sources import dicom  # noqa: E402
+from phyllodes.data.sources.dicom.spreadsheet import _slash_order as slash_order  # noqa: E402
 
 
 def _import(export: Path, sheet: Path, mapping: Path, out: Path, key: Path, **kw):
@@ -471,9 +472,9 @@ def test_pseudonyms_ids_and_helpers():
     assert dicom.cm_to_mm(0.0125) == "0.125" and dicom.cm_to_mm(0.1) == "1"
     assert dicom.age_years(pd.Timestamp("1971-05-23").date(),
                            pd.Timestamp("2019-05-22").date()) == 47
-    assert dicom._slash_order(["12/31/1970", "01/02/1980"]) == "%m/%d/%Y"
-    assert dicom._slash_order(["31/12/1970"]) == "%d/%m/%Y"
-    assert dicom._slash_order(["01/02/1980"]) is None
+    assert slash_order(["12/31/1970", "01/02/1980"]) == "%m/%d/%Y"
+    assert slash_order(["31/12/1970"]) == "%d/%m/%Y"
+    assert slash_order(["01/02/1980"]) is None
     assert dicom.frame_indices(7, "middle") == [3] and dicom.frame_indices(1, "all") == [0]
 
 
