@@ -178,7 +178,15 @@ def test_yaml_booleans_and_bad_names(cohort_copy):
         "name: my cohort/1\npositive_labels: [yes]\nnegative_labels: [benign]\n")
     problems = _problems(cohort_copy)
     _one(problems, "name 'my cohort/1' must be letters")
-    _one(problems, "'positive_labels' item 1 was read as True", "quote it")
+    # the hint quotes the value as written, not as YAML read it
+    assert "quote it: 'yes'" in _one(problems, "cohort.yaml line 2",
+                                     "'positive_labels' item 1 (yes) was read as True")
+    (cohort_copy / "cohort.yaml").write_text(
+        "name: c\npositive_labels: [malignant]\nnegative_labels: [benign]\n"
+        "categorical_features:\n  - race\n  - Off\n  - 1.50\n")
+    problems = _problems(cohort_copy)
+    assert "quote it: 'Off'" in _one(problems, "cohort.yaml line 6", "read as False")
+    assert "quote it: '1.50'" in _one(problems, "cohort.yaml line 7", "read as 1.5")
 
 
 def test_feature_lists_are_consistent(cohort_copy):

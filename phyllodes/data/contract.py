@@ -302,6 +302,22 @@ def load_yaml(text: str) -> tuple[object, list[tuple[object, int, int]]]:
         loader.dispose()
 
 
+def _as_written(path: Path, key: str, i: int) -> tuple[str, int] | None:
+    """The text and line of item ``i`` of the top-level list ``key`` as written in the YAML
+    file (``yes`` for what YAML reads as True), or None when it cannot be found."""
+    try:
+        root = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    if not isinstance(root, yaml.MappingNode):
+        return None
+    for k, v in root.value:
+        if getattr(k, "value", None) == key and isinstance(v, yaml.SequenceNode) \
+                and i < len(v.value) and isinstance(v.value[i], yaml.ScalarNode):
+            return v.value[i].value, v.value[i].start_mark.line + 1
+    return None
+
+
 def _nfc(x):
     """Strings (also inside lists and mappings) in Unicode NFC."""
     if isinstance(x, str):
@@ -428,10 +444,14 @@ def _string_list(ck: Checks, raw: dict, key: str) -> list[str]:
             out.append(x.strip())
         elif isinstance(x, int) and not isinstance(x, bool):
             out.append(str(x))
+        elif x is None:
+            ck.add("yaml", str(ck.yaml_path), f"'{key}' item {i + 1} is empty (null); write '' "
+                   "for the empty string")
         else:
-            ck.add("yaml", str(ck.yaml_path), f"'{key}' item {i + 1} was read as {x!r} "
-                   f"({type(x).__name__}); quote it, e.g. '{x}'" if x is not None else
-                   f"'{key}' item {i + 1} is empty (null); write '' for the empty string")
+            written, line = _as_written(ck.yaml_path, key, i) or (str(x), None)
+            at = f" line {line}" if line else ""
+            ck.add("yaml", f"{ck.yaml_path}{at}", f"'{key}' item {i + 1} ({written}) was read "
+                   f"as {x!r} ({type(x).__name__}), not as text; quote it: '{written}'")
     dup = sorted({x for x in out if out.count(x) > 1})
     if dup:
         ck.add("yaml", str(ck.yaml_path), f"'{key}' lists {', '.join(dup)} more than once")
