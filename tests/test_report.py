@@ -93,8 +93,9 @@ def test_write_table_md_for_people_csv_full_precision(tmp_path):
 
     from phyllodes.report.tables import write_table
     df = pd.DataFrame({"model": ["a", "b"], "auc_reference": [0.8651063498542275, 0.5],
-                       "delong_p": [0.020899, 0.0004], "n_subjects": [252, 252],
-                       "_raw": [1, 2]})
+                       "delong_p": [0.020899, 0.0004], "n_subjects": [252, 252]})
+    with pytest.raises(ValueError, match=r"columns \['_raw'\] start with '_'"):
+        write_table(df.assign(_raw=[1, 2]), SimpleNamespace(tables_dir=tmp_path), "t")
     out = write_table(df, SimpleNamespace(tables_dir=tmp_path), "t", caption="A caption")
     csv = pd.read_csv(out["csv"])
     assert list(csv.columns) == ["model", "auc_reference", "delong_p", "n_subjects"]
@@ -104,7 +105,7 @@ def test_write_table_md_for_people_csv_full_precision(tmp_path):
     assert md.startswith("**A caption**\n\n")
     assert "AUC reference" in md and "DeLong p" in md and "n subjects" in md
     assert "0.865" in md and "0.500" in md and "p = 0.021" in md and "p < 0.001" in md
-    assert "0.8651" not in md and "_raw" not in md
+    assert "0.8651" not in md
 
 
 # --------------------------------------------------------------------------- the page

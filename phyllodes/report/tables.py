@@ -202,9 +202,18 @@ def table3e_reader_comparison(results: dict[str, dict], reader: readers.Reader, 
     return pd.concat(frames, ignore_index=True)
 
 
+@dataclass
+class Ablation:
+    """Table 9 (or 9b) for people (``table``) and each variant's pooled subject AUC as a number
+    (``auc``: variant -> estimate) for the notebook's record."""
+
+    table: pd.DataFrame
+    auc: dict[str, float]
+
+
 def table9_recipe_ablation(preds: pd.DataFrame, reference: str, order: list[str],
                            changes: dict[str, str], n_boot: int = 1000, seed: int = 0
-                           ) -> pd.DataFrame:
+                           ) -> Ablation:
     """Notebook 06's ablation: per variant its change, pooled subject AUC [95% CI], fold mean ±
     SD, and the paired difference from ``reference`` (the recipe) with its DeLong p-value."""
     table = evaluation.comparison_table(preds, n_boot=n_boot, seed=seed, order=order)
@@ -218,9 +227,9 @@ def table9_recipe_ablation(preds: pd.DataFrame, reference: str, order: list[str]
                      "AUC (pooled, 95% CI)": r["auc_pooled"], "AUC (fold mean ± SD)": r["auc"],
                      "recipe minus variant (DeLong 95% CI)": "" if t is None
                      else t["delong_ci"],
-                     "DeLong p": np.nan if t is None else t["delong_p"],
-                     "_auc_pooled_est": r["auc_pooled_est"]})
-    return pd.DataFrame(rows)
+                     "DeLong p": np.nan if t is None else t["delong_p"]})
+    return Ablation(pd.DataFrame(rows), {str(r["model_label"]): float(r["auc_pooled_est"])
+                                         for _, r in table.iterrows()})
 
 
 #: Table 9b's rows: the multimodal recipe (late fusion LP-FT), the paper's concatenation and
@@ -230,7 +239,7 @@ CONCAT = "paper's concatenation (MLP head)"
 
 
 def table9b_multimodal_recipe_ablation(preds: pd.DataFrame, encoder: str, n_boot: int = 1000,
-                                       seed: int = 0) -> pd.DataFrame:
+                                       seed: int = 0) -> Ablation:
     """Notebook 06's multimodal part: the recipe's late fusion against the paper's
     concatenation, the clinical logistic regression, the image linear probe and the late
     fusion of those two (:func:`table9_recipe_ablation`'s columns). ``preds``: the runs of
@@ -270,10 +279,7 @@ def table2_encoder_comparison(table: pd.DataFrame, encoders: dict[str, str],
 def table3_modality_comparison(table: pd.DataFrame, labels: dict[str, str],
                                paper_auc: dict[str, float], by: str = "model_label"
                                ) -> pd.DataFrame:
-    """Table 3: one row per modality, this run's metrics beside the paper's reported AUC.
-
-    Columns starting with ``_`` hold the numbers behind the shown strings (for records);
-    :func:`write_table` leaves them out."""
+    """Table 3: one row per modality, this run's metrics beside the paper's reported AUC."""
     t = table.set_index(by)
     rows = []
     for modality, lab in labels.items():
@@ -284,10 +290,7 @@ def table3_modality_comparison(table: pd.DataFrame, labels: dict[str, str],
                      r["sensitivity_pooled"], "specificity (pooled, 95% CI)":
                      r["specificity_pooled"], "balanced accuracy (pooled, 95% CI)":
                      r["balanced_accuracy_pooled"],
-                     "paper AUC (MGH phyllodes)": paper_auc.get(modality, np.nan),
-                     "_auc_mean": r["auc_mean"], "_auc_sd": r["auc_sd"],
-                     "_auc_pooled_est": r["auc_pooled_est"], "_auc_pooled_low": r["auc_pooled_low"],
-                     "_auc_pooled_high": r["auc_pooled_high"]})
+                     "paper AUC (MGH phyllodes)": paper_auc.get(modality, np.nan)})
     return pd.DataFrame(rows)
 
 
@@ -408,9 +411,13 @@ def write_table(df: pd.DataFrame, study: Study, stem: str, caption: str = "",
                 index: bool = False, digits: int | None = None) -> dict[str, Path]:
     """Write ``<study's output root>/tables/<cohort>/<stem>.{csv,md,tex}``; return the paths.
 
-    Columns whose name starts with ``_`` (numbers kept beside their formatted strings for the
-    notebooks' records) are not written; ``digits`` rounds the numbers."""
-    df = df[[c for c in df.columns if not str(c).startswith("_")]]
+    Every column is written; one whose name starts with ``_`` is refused (numbers a notebook
+    records travel beside a table as typed fields, e.g. :class:`Ablation`, never as hidden
+    columns). ``digits`` rounds the numbers."""
+    hidden = [str(c) for c in df.columns if str(c).startswith("_")]
+    if hidden:
+        raise ValueError(f"table {stem}: columns {hidden} start with '_'; a table holds only "
+                         "what it shows (return the numbers beside it, e.g. tables.Ablation)")
     if digits is not None:
         df = df.round(digits)
     d = study.tables_dir
