@@ -9,43 +9,21 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from phyllodes import paths
 from phyllodes.ops.runner import numbered_notebooks, run_notebooks
 from phyllodes.profiles import get_profile
 
+sys.path.insert(0, str(Path(__file__).parent))
+from subsets import subset_cohort  # noqa: E402
+
 #: the overrides of the dry run (README "Profiles": the same as ./run_all.sh --set ...)
 DRY_RUN = {"pretrained": "none", "image_size": 64, "epochs": 1, "folds": 2, "patience": 1,
            "clinical_epochs": 5, "n_boot": 100, "cam_examples": 1, "batch_size": 16}
-
-
-def _subset(dst: Path, src: Path = paths.DEFAULT_COHORT, name: str = "paper-dry-run",
-            n_benign: int = 24, n_malignant: int = 20) -> Path:
-    """A bundled cohort's first subjects of each class (all their images), their image and mask
-    files only; its own folds file left out (the dry run makes 2 folds)."""
-    df = pd.read_csv(src / "cohort.csv", dtype=str, keep_default_na=False)
-    first = df.drop_duplicates("subject_id")
-    ids = set(first[first["label"] == "benign"]["subject_id"].head(n_benign)) | set(
-        first[first["label"] == "malignant"]["subject_id"].head(n_malignant))
-    keep = df[df["subject_id"].isin(ids)]
-    dst.mkdir(parents=True)
-    for col in ("image_path", "mask_path"):
-        for rel in keep[col]:
-            if rel:
-                (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy(src / rel, dst / rel)
-    keep.to_csv(dst / "cohort.csv", index=False)
-    import yaml
-    cfg = yaml.safe_load((src / "cohort.yaml").read_text())
-    cfg["name"] = name
-    cfg.pop("splits", None)
-    (dst / "cohort.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return dst
 
 
 @pytest.mark.slow
@@ -55,9 +33,9 @@ def _subset(dst: Path, src: Path = paths.DEFAULT_COHORT, name: str = "paper-dry-
 def test_the_paper_profile_runs_every_notebook_with_its_six_encoders(tmp_path):
     paper = get_profile("paper")
     assert len(paper.encoders) == 6 and paper.fusion == "concat" and paper.cache_views == 0
-    cohort = _subset(tmp_path / "cohort")
-    external = _subset(tmp_path / "external", paths.PUBLIC_DATA / "bus-bra", "bus-bra-dry-run",
-                       12, 10)
+    cohort = subset_cohort(tmp_path / "cohort", name="paper-dry-run")
+    external = subset_cohort(tmp_path / "external", paths.PUBLIC_DATA / "bus-bra",
+                             "bus-bra-dry-run", 12, 10)
     out = tmp_path / "out"
     done = run_notebooks("paper", str(cohort), "cpu", 0, out, settings=DRY_RUN,
                          extra_parameters={"scorecam_images": 4, "permutation_repeats": 2,
