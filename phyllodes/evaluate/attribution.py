@@ -144,3 +144,167 @@ def image_share_ci(phi_img: ArrayLike, phi_clin: ArrayLike, groups: ArrayLike | 
     return {"estimate": image_share(a, b), "low": float(low), "high": float(high),
             "se": float(valid.std(ddof=1)) if valid.size > 1 else float("nan"),
             "n_boot_valid": int(valid.size)}
+
+
+# --------------------------------------------------------------------------- where, and faithful
+
+
+#: The regions of :func:`anatomy_table`, in order.
+REGIONS = ("lesion", "peri-lesional band", "rest of the image")
+#: The outcome groups of :func:`outcome_groups` (threshold 0.5 on the model's probability).
+OUTCOMES = ("TP", "TN", "FP", "FN")
+#: The peri-lesional band's width, in lesion equivalent radii (:func:`peri_lesional_band`).
+BAND_WIDTH = 0.5
+
+
+def outcome_groups(y: ArrayLike, prob: ArrayLike, threshold: float = 0.5) -> np.ndarray:
+    """'TP', 'TN', 'FP' or 'FN' of each case (positive when ``prob >= threshold``)."""
+    y, pred = np.asarray(y).ravel() == 1, np.asarray(prob).ravel() >= threshold
+    return np.select([pred & y, ~pred & ~y, pred & ~y], ["TP", "TN", "FP"], default="FN")
+
+
+def peri_lesional_band(mask: np.ndarray, width: float = BAND_WIDTH) -> np.ndarray:
+    """The ring around a lesion mask: the mask dilated by ``width`` x the lesion's equivalent
+    radius (sqrt(area / pi); at least 1 pixel), minus the mask. A relative width, so the band
+    is the same share of every lesion whatever its size in pixels (the lesion's margin, its
+    halo and the posterior shadowing just below it, where the BI-RADS lexicon looks)."""
+    mask = np.asarray(mask).astype(bool)
+    if not mask.any():
+        return np.zeros_like(mask)
+    radius = max(1.0, width * math.sqrt(mask.sum() / math.pi))
+    return (ndimage.distance_transform_edt(~mask) <= radius) & ~mask
+
+
+def region_shares(cam: np.ndarray, mask: np.ndarray, width: float = BAND_WIDTH
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(energy share, area share) of the lesion, its peri-lesional band and the rest of the
+    image (:data:`REGIONS`); each triple sums to 1. Energy shares are NaN for a map with no
+    positive value."""
+    cam, mask = _check_pair(cam, mask)
+    band = peri_lesional_band(mask, width)
+    regions = (mask, band, ~(mask | band))
+    cam = np.clip(cam, 0, None)
+    total = cam.sum()
+    energy = np.array([cam[r].sum() / total if total > 0 else np.nan for r in regions])
+    return energy, np.array([r.mean() for r in regions])
+
+
+def _subject_ci(values: np.ndarray, weights: np.ndarray, alpha: float) -> tuple[float, float]:
+    """Percentile CI of weighted means over bootstrap weight rows (NaN rows dropped)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        reps = weights @ values / weights.sum(axis=1)
+    reps = reps[np.isfinite(reps)]
+    if reps.size < 2:
+        return float("nan"), float("nan")
+    lo, hi = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
+
+
+def _lift_verdict(low: float, high: float) -> str:
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return "too few images to say"
+    if low > 1:
+        return "more energy than its area"
+    if high < 1:
+        return "less energy than its area"
+    return "as much energy as its area (CI includes 1)"
+
+
+def anatomy_table(cams: np.ndarray, masks: np.ndarray, outcome: ArrayLike, subjects: ArrayLike,
+                  width: float = BAND_WIDTH, n_boot: int = 1000, seed: int = 0,
+                  alpha: float = 0.05
+                  ) -> pd.DataFrame:
+    """Where a method's maps put their energy: per outcome group (TP, TN, FP, FN, all) and
+    region (lesion, peri-lesional band, rest), the mean energy share, the mean area share and
+    their ratio (the lift: 1 = as much as a uniform map) with a subject-bootstrap CI, and in
+    words. Images with an empty mask or a flat map are left out (``images`` counts the rest)."""
+    cams, masks = np.asarray(cams), np.asarray(masks).astype(bool)
+    outcome = np.asarray(outcome).astype(str).ravel()
+    subjects = np.asarray(subjects).ravel()
+    if not (cams.shape == masks.shape and cams.ndim == 3 and len(outcome) == len(cams)
+            == len(subjects)):
+        raise ValueError(f"cams {cams.shape}, masks {masks.shape}, outcome {outcome.shape} and "
+                         f"subjects {subjects.shape} do not match")
+    shares = [region_shares(c, m, width) if m.any() else (np.full(3, np.nan), np.full(3, np.nan))
+              for c, m in zip(cams, masks)]
+    energy = np.array([e for e, _ in shares]).reshape(-1, 3)
+    area = np.array([a for _, a in shares]).reshape(-1, 3)
+    ok = np.isfinite(energy).all(axis=1) & np.isfinite(area).all(axis=1)
+    rows = []
+    for group in (*OUTCOMES, "all"):
+        sel = ok & ((outcome == group) if group != "all" else True)
+        n_subj = len(np.unique(subjects[sel]))
+        w = (bootstrap_row_counts(cluster_codes(subjects[sel], int(sel.sum())), n_boot,
+                                  seed) if sel.sum() > 1 else None)
+        for j, region in enumerate(REGIONS):
+            e, a = energy[sel, j], area[sel, j]
+            lift = float(e.mean() / a.mean()) if e.size and a.mean() > 0 else np.nan
+            low = high = np.nan
+            if w is not None:
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    reps = (w @ e) / (w @ a)
+                reps = reps[np.isfinite(reps)]
+                if reps.size > 1:
+                    low, high = (float(q) for q in np.quantile(reps, [alpha / 2, 1 - alpha / 2]))
+            rows.append({"outcome": group, "region": region, "images": int(sel.sum()),
+                         "subjects": n_subj, "energy_share": float(e.mean()) if e.size
+                         else np.nan, "area_share": float(a.mean()) if a.size else np.nan,
+                         "lift": lift, "lift_low": low, "lift_high": high,
+                         "reading": _lift_verdict(low, high)})
+    return pd.DataFrame(rows)
+
+
+def curve_area(scores: np.ndarray, fractions: ArrayLike) -> np.ndarray:
+    """Area under each row of ``scores`` (N, F) over ``fractions`` (F,; from 0 to 1):
+    the trapezoid rule, so a constant score s has area s."""
+    f = np.asarray(fractions, dtype=float)
+    s = np.asarray(scores, dtype=float)
+    return ((s[:, 1:] + s[:, :-1]) / 2 * np.diff(f)).sum(axis=1) / (f[-1] - f[0])
+
+
+def faithfulness_table(gaps: pd.DataFrame, references: Sequence[str] = ("random map",
+                                                                         "centre prior"),
+                       n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
+                       ) -> pd.DataFrame:
+    """Whether each map reflects what the model uses: per map, the mean of its deletion
+    curve's area removing the most relevant pixels first (MoRF; lower = the score falls
+    faster), removing the least relevant first (LeRF; higher = the score holds), their gap
+    (LeRF - MoRF; a map without information has gap 0 in expectation), and the paired
+    difference of the gap from each of ``references`` (maps without model information: a
+    random map, a centre prior) on the same images, with subject-bootstrap CIs, and a verdict.
+
+    ``gaps``: one row per image and map, columns ``map``, ``row`` (the image), ``subject_id``,
+    ``morf``, ``lerf``."""
+    out = []
+    g = gaps.assign(gap=gaps["lerf"] - gaps["morf"])
+    wide = g.pivot_table(index=["row", "subject_id"], columns="map", values="gap")
+    wide = wide.reset_index()
+    for name in g["map"].drop_duplicates():
+        m = g[g["map"] == name]
+        codes = cluster_codes(m["subject_id"].to_numpy(), len(m))
+        w = bootstrap_row_counts(codes, n_boot, seed)
+        row = {"map": name, "images": len(m), "subjects": int(codes.max()) + 1 if len(m) else 0}
+        for col in ("morf", "lerf", "gap"):
+            v = m[col].to_numpy()
+            row[col] = float(v.mean())
+            row[f"{col}_low"], row[f"{col}_high"] = _subject_ci(v, w, alpha)
+        verdicts = []
+        for ref in references:
+            if ref == name or ref not in wide:
+                continue
+            pair = wide[wide[name].notna() & wide[ref].notna()] if name in wide else wide.iloc[:0]
+            d = (pair[name] - pair[ref]).to_numpy()
+            key = f"gap minus {ref}"
+            row[key] = float(d.mean()) if d.size else np.nan
+            lo = hi = np.nan
+            if d.size > 1:
+                wp = bootstrap_row_counts(cluster_codes(pair["subject_id"].to_numpy(), len(d)),
+                                          n_boot, seed)
+                lo, hi = _subject_ci(d, wp, alpha)
+            row[f"{key} low"], row[f"{key} high"] = lo, hi
+            verdicts.append("better than a " + ref if lo > 0 else
+                            "worse than a " + ref if hi < 0 else
+                            "no better than a " + ref)
+        row["reading"] = "; ".join(verdicts) if verdicts else "reference"
+        out.append(row)
+    return pd.DataFrame(out)

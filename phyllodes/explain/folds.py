@@ -74,12 +74,15 @@ def baselines(study: Study, fm: FoldModel, images: ImageSet) -> tuple[np.ndarray
 
 def explain_folds(study: Study, folds: list[FoldModel], images: ImageSet,
                   scorecam_images: int | None = 40, n_repeats: int = 10,
-                  cam_batch_size: int = 64, seed: int = 0) -> dict[str, pd.DataFrame]:
+                  cam_batch_size: int = 64, seed: int = 0, faithfulness: bool = True
+                  ) -> dict[str, pd.DataFrame]:
     """CAMs and, for multimodal models, Shapley shares, ablation AUCs and clinical feature
-    importance, pooled over folds (an image-only model gets CAMs only)."""
+    importance, pooled over folds (an image-only model gets CAMs only). ``faithfulness``: also
+    the deletion curves of every map and of two maps without model information
+    (:func:`faithfulness_curves`)."""
     rng = np.random.default_rng(seed)
     cams_gpp, cams_sc, rows_all, sc_rows = [], [], [], []
-    per_img, ablations, importances = [], [], []
+    per_img, ablations, importances, faithful = [], [], [], []
     for fm in folds:
         x, c, rows = fold_inputs(study, fm, images, "test")
         y = study.cohort.images["y"].to_numpy()[rows]
@@ -102,6 +105,9 @@ def explain_folds(study: Study, folds: list[FoldModel], images: ImageSet,
         cams_sc.append(explain.compute_cams(fm.model, x[pick], None if c is None else c[pick],
                                             method="scorecam", batch_size=cam_batch_size))
         sc_rows.append(rows[pick])
+        if faithfulness:
+            faithful.append(faithfulness_curves(study, fm, images, x, c, rows, cams_gpp[-1],
+                                                cams_sc[-1], pick, seed=seed + fm.fold))
 
         def predict_fn(cm, _m=fm.model, _x=x):
             return predict_proba(_m, _x, cm.astype(np.float32), batch_size=128)
@@ -116,41 +122,120 @@ def explain_folds(study: Study, folds: list[FoldModel], images: ImageSet,
         "cams_scorecam": np.concatenate(cams_sc), "scorecam_rows": np.concatenate(sc_rows),
         "ablation": pd.DataFrame(ablations),
         "importance": pd.concat(importances, ignore_index=True) if importances else pd.DataFrame(),
+        "faithfulness": pd.concat(faithful, ignore_index=True) if faithful else pd.DataFrame(),
     }
 
 
+def faithfulness_curves(study: Study, fm: FoldModel, images: ImageSet, x: torch.Tensor,
+                        c: np.ndarray | None, rows: np.ndarray, gradcampp: np.ndarray,
+                        scorecam: np.ndarray, pick: np.ndarray, seed: int = 0) -> pd.DataFrame:
+    """One fold's deletion-curve areas (most relevant first, least relevant first; pixels
+    replaced by the fold's mean inner-training image) on its Score-CAM images (``pick``), for
+    Grad-CAM++, Score-CAM, a random map and a centre prior on the same images: one row per
+    image and map (``map``, ``row``, ``subject_id``, ``fold``, ``morf``, ``lerf``). Cost:
+    images x 4 maps x 2 orders x (fractions - 1) forward passes."""
+    base, _ = baselines(study, fm, images)
+    n, h, w = len(pick), x.shape[-2], x.shape[-1]
+    if not n:
+        return pd.DataFrame()
+    rng = np.random.default_rng(seed)
+    xs, cs = x[pick], None if c is None else c[pick]
+    cases = (("Grad-CAM++", gradcampp[pick]), ("Score-CAM", scorecam),
+             ("random map", rng.random((n, h, w))),
+             ("centre prior", np.broadcast_to(explain.centre_prior(h, w), (n, h, w))))
+    frames = []
+    for name, maps in cases:
+        area = {}
+        for key, first in (("morf", True), ("lerf", False)):
+            curves = explain.deletion_scores(fm.model, xs, cs, maps, base,
+                                             most_relevant_first=first, seed=seed)
+            area[key] = attribution.curve_area(curves, explain.DELETION_FRACTIONS)
+        frames.append(pd.DataFrame({"map": name, "row": rows[pick],
+                                    "subject_id": study.cohort.images["subject_id"]
+                                    .to_numpy()[rows[pick]], "fold": fm.fold, **area}))
+    return pd.concat(frames, ignore_index=True)
+
+
 def cam_examples(result: dict, per_outcome: int, seed: int = 0) -> pd.DataFrame:
-    """Up to ``per_outcome`` Score-CAM images each of TP, TN, FP and FN (threshold 0.5)."""
+    """Figure 3's cases, by a written rule: of the Score-CAM images of each outcome (TP, TN,
+    FP, FN at probability 0.5), the ``per_outcome`` whose probability is nearest the group's
+    median probability (its typical case, neither the most nor the least confident), ties by
+    cohort row. ``seed`` is kept for callers; the rule draws nothing."""
     pi = result["per_image"].set_index("row").loc[result["scorecam_rows"]].reset_index()
     pi["position"] = np.arange(len(pi))
-    pred = pi["prob"] >= 0.5
-    pi["outcome"] = np.select([pred & (pi["y"] == 1), ~pred & (pi["y"] == 0),
-                               pred & (pi["y"] == 0), ~pred & (pi["y"] == 1)],
-                              ["TP", "TN", "FP", "FN"], default="?")
-    parts = [g.sample(min(per_outcome, len(g)), random_state=seed)
-             for _, g in pi.groupby("outcome", sort=False)]
-    order = {"TP": 0, "TN": 1, "FP": 2, "FN": 3}
-    out = pd.concat(parts).sort_values("outcome", key=lambda s: s.map(order))
-    return out.reset_index(drop=True)
+    pi["outcome"] = attribution.outcome_groups(pi["y"], pi["prob"])
+    parts = []
+    for outcome in attribution.OUTCOMES:
+        g = pi[pi["outcome"] == outcome]
+        if len(g):
+            dist = (g["prob"] - g["prob"].median()).abs()
+            parts.append(g.assign(_d=dist).sort_values(["_d", "row"]).head(per_outcome)
+                         .drop(columns="_d"))
+    return pd.concat(parts).reset_index(drop=True) if parts else pi.iloc[:0]
 
 
 def scorecam_panel(result: dict, images: ImageSet, per_outcome: int, seed: int = 0
                    ) -> CamPanel:
-    """Figure 3's cases: up to ``per_outcome`` Score-CAM images each of TP, TN, FP and FN, with
-    their fold and probability (:func:`cam_examples`)."""
+    """Figure 3's cases (:func:`cam_examples`): Score-CAM images of TP, TN, FP and FN, with
+    their fold and probability, the lesion outline and the peri-lesional band of Table 6c."""
     ex = cam_examples(result, per_outcome, seed=seed)
     rows = torch.as_tensor(result["scorecam_rows"][ex["position"]])
     imgs = images.images[rows, 0].float().div(255).numpy()
     masks = None if images.masks is None else (images.masks[rows, 0] > 0).numpy()
+    bands = None if masks is None else np.stack([attribution.peri_lesional_band(m)
+                                                 for m in masks])
     titles = [f"{o} · p={p:.2f} · fold {f}" for o, p, f in zip(ex["outcome"], ex["prob"],
                                                                  ex["fold"])]
-    return CamPanel(imgs, result["cams_scorecam"][ex["position"]], titles, masks)
+    return CamPanel(imgs, result["cams_scorecam"][ex["position"]], titles, masks, bands)
 
 
 def randomisation_for_fold(study: Study, fm: FoldModel, images: ImageSet, seed: int = 0) -> dict:
     """Model-randomisation check (Grad-CAM++) on one fold's test images."""
-    x, c, _ = fold_inputs(study, fm, images, "test")
-    return explain.randomisation_check(fm.model, x, c, method="gradcam++", seed=seed)
+    x, c, rows = fold_inputs(study, fm, images, "test")
+    out = explain.randomisation_check(fm.model, x, c, method="gradcam++", seed=seed)
+    return {**out, "fold": fm.fold, "rows": rows}
+
+
+#: The model-randomisation check passes when the maps of the trained and the re-initialised
+#: encoder agree less than this (mean absolute Spearman rank correlation over test images).
+RANDOMISATION_PASS = 0.5
+
+
+def randomisation_all_folds(study: Study, folds: list[FoldModel], images: ImageSet,
+                            seed: int = 0) -> list[dict]:
+    """:func:`randomisation_for_fold` of every fold."""
+    return [randomisation_for_fold(study, fm, images, seed=seed) for fm in folds]
+
+
+def table6d_sanity_checks(checks: list[dict]) -> pd.DataFrame:
+    """The model-randomisation sanity check (Adebayo et al. 2018) of every fold: the rank
+    correlation of each test image's Grad-CAM++ map with the map of the same model after its
+    encoder is re-initialised, and whether the check passes (mean |Spearman| below
+    :data:`RANDOMISATION_PASS`: the maps depend on what the encoder learned)."""
+    rows = []
+    for r in checks:
+        passes = np.isfinite(r["abs_spearman_mean"]) and r["abs_spearman_mean"] < \
+            RANDOMISATION_PASS
+        rows.append({"fold": r["fold"], "images": len(r["spearman"]),
+                     "spearman_mean": r["spearman_mean"], "spearman_median": r["spearman_median"],
+                     "abs_spearman_mean": r["abs_spearman_mean"], "constant_maps": r["n_constant"],
+                     "check": "passes" if passes else "fails",
+                     "reading": "the maps change when the encoder's weights are randomised"
+                     if passes else "the maps barely change when the encoder's weights are "
+                     "randomised: they reflect the architecture or the input, not the learning"})
+    return pd.DataFrame(rows)
+
+
+def randomised_maps_panel(check: dict, images: ImageSet, n: int = 4) -> CamPanel:
+    """The first ``n`` test images of one fold's check (:func:`randomisation_for_fold`), each
+    twice: its Grad-CAM++ map as trained, then with the encoder re-initialised."""
+    k = min(n, len(check["rows"]))
+    rows = torch.as_tensor(check["rows"][:k])
+    imgs = images.images[rows, 0].float().div(255).numpy()
+    pair = np.stack([check["cams_trained"][:k], check["cams_random"][:k]], axis=1)
+    titles = [t for i in range(k) for t in (f"fold {check['fold']} · trained",
+                                            f"randomised · ρ={check['spearman'][i]:.2f}")]
+    return CamPanel(np.repeat(imgs, 2, axis=0), pair.reshape(2 * k, *pair.shape[2:]), titles)
 
 
 def table6_cam_validation(study: Study, result: dict, images: ImageSet,
@@ -167,6 +252,38 @@ def table6_cam_validation(study: Study, result: dict, images: ImageSet,
     if randomisation_spearman is not None:
         out["randomisation_spearman (fold 0, Grad-CAM++)"] = randomisation_spearman
     return out
+
+
+def table6b_cam_faithfulness(result: dict, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Whether each CAM method reflects what its fold model uses (deletion curves against a
+    random map and a centre prior, :func:`phyllodes.evaluate.attribution.faithfulness_table`)."""
+    if result["faithfulness"].empty:
+        return pd.DataFrame([{"map": "none", "note": "faithfulness not computed"}])
+    return attribution.faithfulness_table(result["faithfulness"], n_boot=n_boot, seed=seed)
+
+
+def table6c_cam_anatomy(study: Study, result: dict, images: ImageSet,
+                        width: float = attribution.BAND_WIDTH,
+                        n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Where each CAM method puts its energy — lesion, peri-lesional band (the mask dilated by
+    ``width`` x the lesion's equivalent radius), rest of the image — against each region's area,
+    by outcome (TP, TN, FP, FN at probability 0.5, and all); a cohort without masks gets one row
+    per method saying so."""
+    if images.masks is None:
+        return pd.DataFrame([{"method": name, "outcome": "all", "note": f"cohort {study.name} "
+                              "has no lesion masks (mask_path): no region can be measured"}
+                             for name in ("Grad-CAM++", "Score-CAM")])
+    pi = result["per_image"].set_index("row")
+    frames = []
+    for name, cams, rows in (("Grad-CAM++", result["cams_gradcampp"], result["cam_rows"]),
+                             ("Score-CAM", result["cams_scorecam"], result["scorecam_rows"])):
+        masks = (images.masks[torch.as_tensor(rows), 0] > 0).numpy()
+        outcome = attribution.outcome_groups(pi.loc[rows, "y"], pi.loc[rows, "prob"])
+        t = attribution.anatomy_table(cams, masks, outcome, pi.loc[rows, "subject_id"],
+                                      width=width, n_boot=n_boot, seed=seed)
+        frames.append(t.assign(method=name))
+    out = pd.concat(frames, ignore_index=True)
+    return out[["method", *[c for c in out.columns if c != "method"]]]
 
 
 def _cam_validation(study: Study, result: dict, images: ImageSet) -> pd.DataFrame:

@@ -524,3 +524,61 @@ def permutation_importance_oof(predict_fn: Callable[[np.ndarray], np.ndarray], X
                      "baseline_auc": base})
     return (pd.DataFrame(rows).sort_values("auc_drop_mean", ascending=False)
             .reset_index(drop=True))
+
+
+# --------------------------------------------------------------------------- faithfulness
+
+
+#: Fractions of the image's pixels removed along a deletion curve (:func:`deletion_scores`).
+DELETION_FRACTIONS = (0.0, 0.1, 0.2, 0.4, 0.6, 1.0)
+
+
+def centre_prior(height: int, width: int) -> np.ndarray:
+    """A map without model information: a Gaussian centred on the image (sigma a quarter of
+    each side). The study's images are crops around the lesion, so 'the centre' is a strong
+    guess of where the lesion is."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(float)
+    return np.exp(-(((yy - (height - 1) / 2) / (height / 4)) ** 2
+                    + ((xx - (width - 1) / 2) / (width / 4)) ** 2) / 2)
+
+
+def deletion_scores(model: nn.Module, images: ArrayLike, clinical: ArrayLike | None,
+                    maps: np.ndarray, baseline: np.ndarray,
+                    fractions: Sequence[float] = DELETION_FRACTIONS,
+                    most_relevant_first: bool = True, batch_size: int = 64, seed: int = 0
+                    ) -> np.ndarray:
+    """Deletion curves (N, F): the model's score for the class it predicts on the intact image
+    (its probability p when p >= 0.5, else 1 - p) as the ``fractions`` of the pixels are
+    replaced by ``baseline`` (H, W; e.g. the training fold's mean image), in the order of
+    ``maps`` (N, H, W): most relevant first (MoRF), or least relevant first. Ties in a map are
+    broken by a seeded random order (a flat map removes pixels at random). The clinical input
+    stays as it is. Cost: N x (F - 1) forward passes."""
+    x = _as_images(images)
+    n, _, h, w = x.shape
+    maps = np.asarray(maps, dtype=float).reshape(n, h * w)
+    if maps.shape[0] != n or np.asarray(baseline).shape != (h, w):
+        raise ValueError(f"maps {maps.shape} and baseline {np.asarray(baseline).shape} must "
+                         f"match images {tuple(x.shape)}")
+    c = None if clinical is None else _as_clinical(clinical, n)
+    jitter = np.random.default_rng(seed).random((n, h * w))
+    key = -maps if most_relevant_first else maps
+    order = np.lexsort((jitter, key), axis=-1)       # by relevance, ties at random
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(h * w)[None].repeat(n, 0), axis=-1)
+    rank_t = torch.as_tensor(rank.reshape(n, 1, h, w))
+    base = torch.as_tensor(np.asarray(baseline, dtype=np.float32))[None, None]
+    p0 = predict_proba_float(model, x, c, batch_size)
+    positive = p0 >= 0.5
+    out = np.empty((n, len(fractions)), dtype=float)
+    for j, f in enumerate(fractions):
+        k = int(round(f * h * w))
+        p = p0 if k == 0 else predict_proba_float(
+            model, torch.where(rank_t < k, base, x), c, batch_size)
+        out[:, j] = np.where(positive, p, 1 - p)
+    return out
+
+
+def predict_proba_float(model: nn.Module, x: torch.Tensor, c: torch.Tensor | None,
+                        batch_size: int) -> np.ndarray:
+    """Probabilities of float images in [0, 1] (:func:`predict_logits`), as float64."""
+    return torch.sigmoid(predict_logits(model, x, c, batch_size)).double().numpy()

@@ -12,9 +12,11 @@ import numpy as np
 
 @dataclass(frozen=True)
 class CamPanel:
-    """Images (N, H, W) in [0, 1] with their maps (N, H, W), titles and lesion masks (or None)."""
+    """Images (N, H, W) in [0, 1] with their maps (N, H, W), titles, lesion masks and the
+    peri-lesional bands around them (each None without masks)."""
 
     images: np.ndarray
     cams: np.ndarray
     titles: list[str]
     masks: np.ndarray | None = None
+    bands: np.ndarray | None = None

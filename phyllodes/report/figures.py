@@ -132,17 +132,26 @@ def roc_curves(preds: pd.DataFrame, by: str = "model_label", order: list[str] | 
 
 
 def fig3_scorecam(panel: CamPanel) -> plt.Figure:
-    """Figure 3: Score-CAM overlays of TP/TN/FP/FN test images with their fold and probability
-    (the cases of :func:`phyllodes.explain.folds.scorecam_panel`)."""
+    """Figure 3: Score-CAM overlays of TP/TN/FP/FN test images with their fold and probability,
+    the lesion outlined and the outer edge of its peri-lesional band dashed (the cases of
+    :func:`phyllodes.explain.folds.scorecam_panel`, chosen by its written rule)."""
     return cam_grid(panel.images, panel.cams, panel.titles, panel.masks,
-                    ncols=min(4, max(1, len(panel.titles))))
+                    ncols=min(4, max(1, len(panel.titles))), bands=panel.bands)
+
+
+def fig6d_randomised_maps(panel: CamPanel) -> plt.Figure:
+    """The model-randomisation check seen: each image's Grad-CAM++ map as trained beside the
+    map after the encoder is re-initialised (:func:`phyllodes.explain.folds.
+    randomised_maps_panel`)."""
+    return cam_grid(panel.images, panel.cams, panel.titles, ncols=4)
 
 
 def cam_grid(images: np.ndarray, cams: np.ndarray,
              titles: Sequence[str] | None = None, masks: np.ndarray | None = None,
-             ncols: int = 4, alpha: float = 0.45) -> plt.Figure:
-    """Grayscale images with their CAM overlaid (inferno, ``alpha``) and the lesion mask
-    outlined in sky blue."""
+             ncols: int = 4, alpha: float = 0.45, bands: np.ndarray | None = None
+             ) -> plt.Figure:
+    """Grayscale images with their CAM overlaid (inferno, ``alpha``), the lesion mask
+    outlined in sky blue and, given ``bands``, the outer edge of each band dashed."""
     imgs = np.asarray(images, dtype=float)
     if imgs.ndim == 4:  # (N, 1, H, W)
         imgs = imgs[:, 0]
@@ -161,6 +170,10 @@ def cam_grid(images: np.ndarray, cams: np.ndarray,
         if masks is not None and np.asarray(masks[i]).any():
             ax.contour(np.asarray(masks[i]).astype(float), levels=[0.5],
                        colors=style.PALETTE[2], linewidths=0.8)
+            if bands is not None and np.asarray(bands[i]).any():
+                outer = np.asarray(bands[i]) | np.asarray(masks[i]).astype(bool)
+                ax.contour(outer.astype(float), levels=[0.5], colors=style.PALETTE[2],
+                           linewidths=0.6, linestyles="--")
         if titles is not None:
             ax.set_title(titles[i], fontsize=6.5)
     fig.tight_layout()

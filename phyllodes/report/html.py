@@ -294,6 +294,8 @@ _BULLET_TABLES = ((r"linear probe|image branch", "table_unimodal_baselines"),
                   (r"multimodal against|single modalit", "table3_modality_comparison"),
                   (r"encoder|table 2", "table2_encoder_comparison"),
                   (r"share", "table7_modality_share"),
+                  (r"faithful", "table6b_cam_faithfulness"),
+                  (r"where grad-cam", "table6c_cam_anatomy"),
                   (r"maps|cam", "table6_cam_validation"),
                   (r"recipe", "table9_image_recipe_ablation"))
 

@@ -140,8 +140,53 @@ def results_markdown() -> str:
         f"{_auc(abm, RECIPE_LATE)} against the paper's concatenation {_auc(abm, CONCAT)}.",
     ]
     bullets[2:2] = reader_bullets()
+    at = next(i for i, b in enumerate(bullets) if b.startswith("- **Maps**")) + 1
+    bullets[at:at] = explanation_bullets()
     bullets += external_bullets()
     return "\n".join(rows) + "\n\nWhat the tables say, plainly:\n\n" + "\n".join(bullets)
+
+
+def _num(x) -> str:
+    """A number as the .md tables print it (:func:`phyllodes.report.format.format_number`)."""
+    from phyllodes.report.format import format_number
+    return format_number(float(x))
+
+
+def _ci(r, col: str) -> str:
+    return f"{_num(r[col])} [{_num(r[col + '_low'])}, {_num(r[col + '_high'])}]"
+
+
+def explanation_bullets() -> list[str]:
+    """Whether the maps are faithful (Table 6b) and where in the anatomy they look (6c)."""
+    faith = _csv("table6b_cam_faithfulness").set_index("map")
+    anat = _csv("table6c_cam_anatomy")
+    if "gap" not in faith.columns:
+        return []
+    parts = []
+    for m in ("Grad-CAM++", "Score-CAM"):
+        r = faith.loc[m]
+        d = (f"{_num(r['gap minus random map'])} [{_num(r['gap minus random map low'])}, "
+             f"{_num(r['gap minus random map high'])}]")
+        parts.append(f"{m} {_ci(r, 'gap')}, minus a random map's {d}: {r['reading']}")
+    out = ["- **Are the maps faithful?** (Table 6b: the gap between the deletion curves removing "
+           "the least and the most relevant pixels first; 0 for a map without information) "
+           + "; ".join(parts)
+           + f"; the centre prior alone {_ci(faith.loc['centre prior'], 'gap')}."]
+    if "lift" not in anat.columns:
+        return out
+    a = anat[anat["method"] == "Grad-CAM++"].set_index(["outcome", "region"])
+
+    def lift(outcome: str, region: str) -> str:
+        r = a.loc[(outcome, region)]
+        if not str(r["lift"]).strip() or int(r["images"]) == 0:
+            return "no image"
+        return (f"{float(r['lift']):.2f}× [{float(r['lift_low']):.2f}, "
+                f"{float(r['lift_high']):.2f}]")
+    words = [f"{o} ({int(a.loc[(o, 'lesion'), 'images'])} images): lesion {lift(o, 'lesion')}, "
+             f"band {lift(o, 'peri-lesional band')}" for o in ("TP", "TN", "FP", "FN")]
+    out.append("- **Where Grad-CAM++ looks** (Table 6c: energy share over area share; the band "
+               "is the lesion dilated by half its equivalent radius): " + "; ".join(words) + ".")
+    return out
 
 
 def _verdict_words(verdict: str) -> str:

@@ -1,0 +1,146 @@
+"""Explanations that can be checked (#26): deletion curves tell a map that shows what the model
+uses from one that does not, and the anatomy table places a map's energy in the lesion, the
+peri-lesional band and the rest, by outcome."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from phyllodes.evaluate import attribution
+from phyllodes.explain import maps
+
+H = W = 16
+
+
+class QuadrantModel(nn.Module):
+    """logit = 12 x (mean of the top-left quadrant - 0.5): only those pixels matter."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(12.0))
+
+    def forward(self, image, clinical=None):
+        return (self.scale * (image[:, 0, :H // 2, :W // 2].mean(dim=(1, 2)) - 0.5))[:, None]
+
+
+def _images(n: int = 24, seed: int = 0) -> torch.Tensor:
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0.2, 0.4, (n, 1, H, W))
+    x[: n // 2, :, : H // 2, : W // 2] += 0.5  # half of them 'positive'
+    return torch.as_tensor(x, dtype=torch.float32)
+
+
+def test_a_map_on_what_the_model_uses_is_faithful_and_one_elsewhere_is_not():
+    model, x = QuadrantModel(), _images()
+    n = len(x)
+    right = np.zeros((n, H, W))
+    right[:, : H // 2, : W // 2] = 1
+    wrong = np.zeros((n, H, W))
+    wrong[:, H // 2:, W // 2:] = 1
+    base = np.full((H, W), 0.3)
+    f = maps.DELETION_FRACTIONS
+    rows = []
+    for name, m in (("right", right), ("wrong", wrong),
+                    ("random map", np.random.default_rng(1).random((n, H, W))),
+                    ("centre prior", np.broadcast_to(maps.centre_prior(H, W), (n, H, W)))):
+        morf = maps.deletion_scores(model, x, None, m, base, most_relevant_first=True)
+        lerf = maps.deletion_scores(model, x, None, m, base, most_relevant_first=False)
+        assert morf.shape == (n, len(f))
+        assert np.all(morf[:, 0] >= 0.5)  # the score of the predicted class
+        assert np.allclose(morf[:, -1], lerf[:, -1])  # all pixels removed: one image
+        rows.append(pd.DataFrame({"map": name, "row": np.arange(n), "subject_id": np.arange(n),
+                                  "morf": attribution.curve_area(morf, f),
+                                  "lerf": attribution.curve_area(lerf, f)}))
+    t = attribution.faithfulness_table(pd.concat(rows), n_boot=200).set_index("map")
+    # the quadrant map removes what the model reads first: its score falls at once
+    assert t.loc["right", "gap"] > 0.15 and t.loc["right", "gap_low"] > 0
+    assert t.loc["right", "reading"] == "better than a random map; better than a centre prior"
+    # the other quadrant: what it removes first the model never reads
+    assert t.loc["wrong", "gap"] < 0 and t.loc["wrong", "gap minus random map high"] < 0
+    assert t.loc["wrong", "reading"].startswith("worse than a random map")
+    assert abs(t.loc["random map", "gap"]) < 0.05
+    assert "gap minus random map" not in t.columns or np.isnan(
+        t.loc["random map", "gap minus random map"])
+
+
+def test_curve_area_is_the_mean_score_over_the_fractions():
+    f = (0.0, 0.5, 1.0)
+    assert attribution.curve_area(np.array([[0.8, 0.8, 0.8], [1.0, 0.5, 0.0]]), f) == \
+        pytest.approx([0.8, 0.5])
+
+
+def test_band_is_a_ring_of_relative_width():
+    mask = np.zeros((40, 40), bool)
+    mask[15:25, 15:25] = True  # 100 px: equivalent radius 5.64
+    band = attribution.peri_lesional_band(mask, width=0.5)
+    assert not (band & mask).any() and band.any()
+    dist = __import__("scipy").ndimage.distance_transform_edt(~mask)
+    assert dist[band].max() <= 0.5 * np.sqrt(100 / np.pi) + 1e-9
+    big = np.zeros((80, 80), bool)
+    big[20:60, 20:60] = True  # 4x the side: the band scales with it
+    assert attribution.peri_lesional_band(big, 0.5).sum() > 10 * band.sum()
+
+
+def test_anatomy_table_places_the_energy_by_region_and_outcome():
+    rng = np.random.default_rng(0)
+    n = 40
+    masks = np.zeros((n, 32, 32), bool)
+    masks[:, 12:20, 12:20] = True
+    cams = rng.random((n, 32, 32)) * 0.01
+    cams[:20, 12:20, 12:20] = 1.0                 # TP: on the lesion
+    band = attribution.peri_lesional_band(masks[0], 0.5)
+    cams[20:, band] = 1.0                          # FN: on the margin only
+    y = np.ones(n)
+    prob = np.r_[np.full(20, 0.9), np.full(20, 0.1)]
+    outcome = attribution.outcome_groups(y, prob)
+    assert list(outcome[[0, 39]]) == ["TP", "FN"]
+    t = attribution.anatomy_table(cams, masks, outcome, np.arange(n) // 2, n_boot=200)
+    t = t.set_index(["outcome", "region"])
+    tp, fn = t.loc[("TP", "lesion")], t.loc[("FN", "peri-lesional band")]
+    area = masks[0].mean()
+    assert tp["area_share"] == pytest.approx(area)
+    assert tp["lift"] > 5 and tp["lift_low"] > 1 and tp["reading"] == "more energy than its area"
+    assert fn["lift"] > 3 and t.loc[("FN", "lesion"), "lift"] < 0.2
+    assert t.loc[("FN", "lesion"), "reading"] == "less energy than its area"
+    assert t.loc[("FP", "lesion"), "images"] == 0
+    assert t.loc[("all", "lesion"), "images"] == n and t.loc[("all", "lesion"), "subjects"] == 20
+    shares = t.loc["all"]
+    assert shares["area_share"].sum() == pytest.approx(1)
+    assert shares["energy_share"].sum() == pytest.approx(1)
+
+
+def test_figure3_cases_follow_the_written_rule():
+    from phyllodes.explain.folds import cam_examples
+    prob = np.array([0.95, 0.7, 0.8, 0.6, 0.1, 0.3, 0.2, 0.55, 0.05, 0.45])
+    y = np.array([1, 1, 1, 1, 0, 0, 0, 0, 1, 1])
+    rows = np.arange(10) + 100
+    result = {"per_image": pd.DataFrame({"row": rows, "y": y, "prob": prob,
+                                         "fold": np.arange(10) % 2}),
+              "scorecam_rows": rows[::-1]}
+    ex = cam_examples(result, per_outcome=1)
+    # TP probabilities 0.95, 0.7, 0.8, 0.6 (median 0.75): 0.7 and 0.8 tie, the lower row wins
+    assert ex["outcome"].tolist() == ["TP", "TN", "FP", "FN"]
+    assert ex["row"].tolist() == [101, 106, 107, 108]
+    assert (ex["position"] == [np.flatnonzero(result["scorecam_rows"] == r)[0]
+                               for r in ex["row"]]).all()
+    assert len(cam_examples(result, per_outcome=3)) == 3 + 3 + 1 + 2
+
+
+def test_the_sanity_check_passes_or_fails_on_each_fold():
+    from phyllodes.explain.folds import RANDOMISATION_PASS, table6d_sanity_checks
+
+    def check(fold, rho):
+        rho = np.asarray(rho, float)
+        ok = rho[np.isfinite(rho)]
+        return {"fold": fold, "spearman": rho, "spearman_mean": ok.mean(),
+                "spearman_median": np.median(ok), "abs_spearman_mean": np.abs(ok).mean(),
+                "n_constant": int((~np.isfinite(rho)).sum())}
+    t = table6d_sanity_checks([check(0, [0.1, -0.2, np.nan]), check(1, [0.9, 0.8])])
+    assert t["check"].tolist() == ["passes", "fails"]
+    assert t["constant_maps"].tolist() == [1, 0] and t["images"].tolist() == [3, 2]
+    assert t.loc[0, "abs_spearman_mean"] == pytest.approx(0.15)
+    assert t.loc[1, "abs_spearman_mean"] > RANDOMISATION_PASS
