@@ -108,9 +108,30 @@ def test_anatomy_table_places_the_energy_by_region_and_outcome():
     assert t.loc[("FN", "lesion"), "reading"] == "less energy than its area"
     assert t.loc[("FP", "lesion"), "images"] == 0
     assert t.loc[("all", "lesion"), "images"] == n and t.loc[("all", "lesion"), "subjects"] == 20
+    assert (t["flat_maps"] == 0).all() and (t["empty_masks"] == 0).all()
     shares = t.loc["all"]
     assert shares["area_share"].sum() == pytest.approx(1)
     assert shares["energy_share"].sum() == pytest.approx(1)
+
+
+def test_anatomy_table_counts_the_images_it_cannot_place():
+    masks = np.zeros((6, 16, 16), bool)
+    masks[:, 4:10, 4:10] = True
+    masks[5] = False                               # no lesion outlined
+    cams = np.ones((6, 16, 16))
+    cams[4] = 0.0                                  # a flat map: no energy to place
+    cams[0, 4:10, 4:10] = 3.0
+    outcome = np.array(["TP", "TP", "TN", "TN", "TP", "FN"])
+    t = attribution.anatomy_table(cams, masks, outcome, np.arange(6), n_boot=50)
+    t = t.set_index(["outcome", "region"])
+    allrow, tp, fn = t.loc[("all", "lesion")], t.loc[("TP", "lesion")], t.loc[("FN", "lesion")]
+    assert (allrow["images"], allrow["flat_maps"], allrow["empty_masks"]) == (4, 1, 1)
+    assert (tp["images"], tp["flat_maps"], tp["empty_masks"]) == (2, 1, 0)
+    assert (fn["images"], fn["empty_masks"]) == (0, 1)
+    # the two uniform maps and the one on the lesion: shares of the placed images only
+    area = masks[0].mean()
+    e0 = 3 * area / (3 * area + (1 - area))
+    assert allrow["energy_share"] == pytest.approx((e0 + 3 * area) / 4)
 
 
 def test_figure3_cases_follow_the_written_rule():

@@ -217,7 +217,8 @@ def anatomy_table(cams: np.ndarray, masks: np.ndarray, outcome: ArrayLike, subje
     """Where a method's maps put their energy: per outcome group (TP, TN, FP, FN, all) and
     region (lesion, peri-lesional band, rest), the mean energy share, the mean area share and
     their ratio (the lift: 1 = as much as a uniform map) with a subject-bootstrap CI, and in
-    words. Images with an empty mask or a flat map are left out (``images`` counts the rest)."""
+    words. An image with an empty mask or a flat map (no positive value) cannot be placed: it is
+    left out and counted (``empty_masks``, ``flat_maps``); ``images`` counts the rest."""
     cams, masks = np.asarray(cams), np.asarray(masks).astype(bool)
     outcome = np.asarray(outcome).astype(str).ravel()
     subjects = np.asarray(subjects).ravel()
@@ -229,10 +230,14 @@ def anatomy_table(cams: np.ndarray, masks: np.ndarray, outcome: ArrayLike, subje
               for c, m in zip(cams, masks)]
     energy = np.array([e for e, _ in shares]).reshape(-1, 3)
     area = np.array([a for _, a in shares]).reshape(-1, 3)
-    ok = np.isfinite(energy).all(axis=1) & np.isfinite(area).all(axis=1)
+    has_mask = masks.reshape(len(masks), -1).any(axis=1)
+    ok = has_mask & np.isfinite(energy).all(axis=1) & np.isfinite(area).all(axis=1)
     rows = []
     for group in (*OUTCOMES, "all"):
-        sel = ok & ((outcome == group) if group != "all" else True)
+        members = (outcome == group) if group != "all" else np.ones(len(outcome), bool)
+        sel = ok & members
+        left = {"empty_masks": int((members & ~has_mask).sum()),
+                "flat_maps": int((members & has_mask & ~ok).sum())}
         n_subj = len(np.unique(subjects[sel]))
         w = (bootstrap_row_counts(cluster_codes(subjects[sel], int(sel.sum())), n_boot,
                                   seed) if sel.sum() > 1 else None)
@@ -247,7 +252,7 @@ def anatomy_table(cams: np.ndarray, masks: np.ndarray, outcome: ArrayLike, subje
                 if reps.size > 1:
                     low, high = (float(q) for q in np.quantile(reps, [alpha / 2, 1 - alpha / 2]))
             rows.append({"outcome": group, "region": region, "images": int(sel.sum()),
-                         "subjects": n_subj, "energy_share": float(e.mean()) if e.size
+                         **left, "subjects": n_subj, "energy_share": float(e.mean()) if e.size
                          else np.nan, "area_share": float(a.mean()) if a.size else np.nan,
                          "lift": lift, "lift_low": low, "lift_high": high,
                          "reading": _lift_verdict(low, high)})
