@@ -93,14 +93,15 @@ class Profile:
     augment: bool = setting(True, "result", "image_training")
     tap: int | None = setting(
         None, "result", "image_training",
-        "EfficientNet: truncate after this stage, its pooled output is the image feature "
-        "(None: the whole network)")
+        "truncate the encoder after this stage of its family (phyllodes.models.families: "
+        "EfficientNet 0-6, ResNet/DenseNet/ConvNeXt/Swin 0-3; refused for a family without a "
+        "stage table), its pooled output is the image feature (None: the whole network)")
     frozen_stages: int = setting(0, "result", "image_training",
-                                 "EfficientNet: stem and first stages frozen (the cacheable "
-                                 "prefix)")
+                                 "stem and first stages frozen (the cacheable prefix; "
+                                 "refused like tap)")
     cache_views: int = setting(
         0, "result", "image_training",
-        "EfficientNet with frozen stages: the frozen prefix's output of K augmented views per "
+        "with frozen stages: the frozen prefix's output of K augmented views per "
         "image (plus the clean image and its flip) is computed once and reused by every fold "
         "and run (0: augment and run the whole encoder every step)")
     frozen_bn: bool = setting(False, "result", "image_training",
@@ -181,6 +182,10 @@ class Profile:
             raise ValueError(f"profile setting tta_views={self.tta_views} must be between 0 "
                              f"and cache_views={self.cache_views} (the test-time views are "
                              "the cached ones): lower tta_views or raise cache_views")
+        if self.cache_views and not self.frozen_stages:
+            raise ValueError(f"profile setting cache_views={self.cache_views} needs "
+                             "frozen_stages > 0 (the views cached are the frozen prefix's "
+                             "output): set frozen_stages, or cache_views=0")
 
 
 #: The image recipe of the quick profile (notebook 06 shows how it was chosen, on folds of
@@ -212,8 +217,9 @@ PROFILES: dict[str, Profile] = {
         name="smoke", folds=2, encoder="efficientnet_lite0",
         encoders=("efficientnet_lite0", "resnet10t"), pretrained="none",
         fusion="late", fusions=("late", "concat"), clinical_branch="linear",
+        # tap 3 / 3 frozen stages: stages both encoders have (ResNet has 4, EfficientNet 7)
         **{**RECIPE, "image_size": 64, "epochs": 2, "cache_views": 2, "tta_views": 2,
-           "probe_taps": ("head",)},
+           "tap": 3, "frozen_stages": 3, "probe_taps": ("head",)},
         patience=2, batch_size=16, n_boot=200,
         clinical_epochs=20, clinical_hidden=8, head_hidden=16, cam_examples=1,
     ),

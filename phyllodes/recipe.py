@@ -29,10 +29,11 @@ PACKAGE = Path(__file__).resolve().parent
 RECIPE_VERSION = 8
 #: Files (relative to the package) whose code decides what a run computes.
 RECIPE_FILES = ("train/trainer.py", "train/spec.py", "train/probe.py", "train/views.py",
-                "models/network.py", "models/encoders.py", "models/pretrained.py",
+                "models/network.py", "models/encoders.py", "models/families.py",
+                "models/pretrained.py",
                 "data/clinical.py", "data/images.py", "data/imageio.py", "data/splits.py",
                 "keys.py")
-RECIPE_SOURCE = "086b993d6fa46eee"
+RECIPE_SOURCE = "a34bb99c8d3a5e01"
 
 
 def _without_docstrings(tree: ast.AST) -> ast.AST:

@@ -37,6 +37,7 @@ from scipy import stats as sstats
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
+from phyllodes.models import families
 from phyllodes.models.network import predict_logits
 
 __all__ = [
@@ -125,34 +126,6 @@ class ImageBranchWrapper(nn.Module):
 # --------------------------------------------------------------------------- target layers
 
 
-def _family(encoder: nn.Module) -> str | None:
-    from timm.models import (
-        convnext,
-        densenet,
-        efficientnet,
-        mobilenetv3,
-        resnet,
-        swin_transformer,
-        swin_transformer_v2,
-        vision_transformer,
-    )
-
-    table = [
-        (resnet.ResNet, "resnet"),
-        (densenet.DenseNet, "densenet"),
-        (efficientnet.EfficientNet, "efficientnet"),
-        (mobilenetv3.MobileNetV3, "mobilenetv3"),
-        (convnext.ConvNeXt, "convnext"),
-        (vision_transformer.VisionTransformer, "vit"),
-        (swin_transformer.SwinTransformer, "swin"),
-        (swin_transformer_v2.SwinTransformerV2, "swin"),
-    ]
-    for cls, name in table:
-        if isinstance(encoder, cls):
-            return name
-    return None
-
-
 def map_grid(model: nn.Module, image_size: int) -> tuple[int, int]:
     """The resolution (h, w) of the CAMs of ``model`` at ``image_size``: the target layer's
     spatial size, before the maps are upsampled to the image."""
@@ -173,36 +146,21 @@ def map_grid(model: nn.Module, image_size: int) -> tuple[int, int]:
 
 
 def target_layers(model: nn.Module) -> list[nn.Module]:
-    """The CAM target layer of the model's timm encoder, chosen by encoder family.
-
-    ResNet: ``layer4[-1]``; DenseNet: ``features.norm5`` (BatchNorm + ReLU after the last dense
-    block); EfficientNet(-Lite): ``bn2`` (BatchNorm + activation after ``conv_head``, the last
-    spatial map; for an encoder truncated after a stage, an identity on that stage's output);
-    MobileNetV3: ``blocks[-1]`` (its ``conv_head`` comes after global pooling); ConvNeXt:
-    ``stages[-1]``; ViT: ``blocks[-1].norm1`` (the output of the last block only reaches the
-    class token, so gradients of patch tokens vanish there); Swin / SwinV2:
-    ``layers[-1]``. ViT and Swin need :func:`reshape_transform` as well.
+    """The CAM target layer of the model's timm encoder, from its family's entry in
+    :data:`phyllodes.models.families.FAMILIES` (ResNet ``layer4[-1]``, DenseNet
+    ``features.norm5``, EfficientNet ``bn2``, MobileNetV3 ``blocks[-1]``, ConvNeXt
+    ``stages[-1]``, ViT ``blocks[-1].norm1``, Swin ``layers[-1]``; a tapped encoder's last kept
+    stage). ViT and Swin need :func:`reshape_transform` as well.
     """
     enc = _image_encoder(model)
-    fam = _family(enc)
-    if fam == "resnet":
-        return [enc.layer4[-1]]
-    if fam == "densenet":
-        return [enc.features.norm5]
-    if fam == "efficientnet":
-        return [enc.bn2]
-    if fam == "mobilenetv3":
-        return [enc.blocks[-1]]
-    if fam == "convnext":
-        return [enc.stages[-1]]
-    if fam == "vit":
-        return [enc.blocks[-1].norm1]
-    if fam == "swin":
-        return [enc.layers[-1]]
-    raise ValueError(
-        f"no CAM target layer known for encoder class {type(enc).__name__}; pass one by hand: "
-        "compute_cams(model, images, clinical, layers=[model.encoder.<last spatial module>], "
-        "reshape=<callable turning its output into (B, C, h, w)> or None for CNNs)")
+    try:
+        return [families.cam_layer(enc)]
+    except ValueError:
+        raise ValueError(
+            f"no CAM target layer known for encoder class {type(enc).__name__}; pass one by "
+            "hand: compute_cams(model, images, clinical, layers=[model.encoder.<last spatial "
+            "module>], reshape=<callable turning its output into (B, C, h, w)> or None for "
+            "CNNs), or add its family to phyllodes.models.families.FAMILIES") from None
 
 
 def _vit_tokens_to_map(x: torch.Tensor, n_prefix: int, grid: tuple[int, int] | None
@@ -230,15 +188,16 @@ def reshape_transform(model: nn.Module, image_size: tuple[int, int] | None = Non
     Swin (timm >= 1.0 stages output (B, H, W, C)): permutes to channels-first.
     """
     enc = _image_encoder(model)
-    fam = _family(enc)
-    if fam == "vit":
+    fam = families.family_of(enc)
+    layout = fam.layout if fam is not None else None
+    if layout == "tokens":
         n_prefix = int(getattr(enc, "num_prefix_tokens", 1))
         grid = tuple(enc.patch_embed.grid_size) if getattr(enc.patch_embed, "grid_size", None) \
             else None
         if image_size is not None and hasattr(enc.patch_embed, "dynamic_feat_size"):
             grid = tuple(enc.patch_embed.dynamic_feat_size(tuple(image_size)))
         return lambda x: _vit_tokens_to_map(x, n_prefix, grid)
-    if fam == "swin":
+    if layout == "nhwc":
         return _nhwc_to_nchw
     return None
 

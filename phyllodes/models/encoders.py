@@ -1,6 +1,6 @@
-"""Image encoders: timm feature extractors, their pretrained weights (offline packages, a
-weights folder, timm's cache), and the stage surgery of the recipe (truncate after a stage,
-freeze the stem and first stages: the cacheable prefix)."""
+"""Image encoders: timm feature extractors and their pretrained weights (offline packages, a
+weights folder, timm's cache). What is known of each family (its stages, for the recipe's tap,
+frozen stages and view cache; its CAM layer) is in :mod:`phyllodes.models.families`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from phyllodes.models.families import takes_image_size
 from phyllodes.models.pretrained import (
     lite_variant,
     lite_weights_path,
@@ -19,10 +20,6 @@ from phyllodes.models.pretrained import (
 
 class PretrainedWeightsError(RuntimeError):
     """Pretrained weights were asked for and could not be had."""
-
-
-#: timm families whose constructor takes the input size (position embeddings, windows)
-SIZED_FAMILIES = ("vit_", "deit", "swin", "eva", "beit", "cait", "xcit")
 
 
 def create_encoder(name: str, pretrained: bool = True, weights: str | Path | None = None,
@@ -37,7 +34,7 @@ def create_encoder(name: str, pretrained: bool = True, weights: str | Path | Non
     """
     import timm
 
-    kw = {"img_size": img_size} if img_size and name.startswith(SIZED_FAMILIES) else {}
+    kw = {"img_size": img_size} if img_size and takes_image_size(name) else {}
 
     variant = lite_variant(name)
     if variant is not None and pretrained and weights is None:
@@ -179,35 +176,3 @@ def encoder_normalisation(encoder: nn.Module) -> tuple[tuple[float, ...], tuple[
     mean = tuple(cfg.get("mean", (0.485, 0.456, 0.406)))
     std = tuple(cfg.get("std", (0.229, 0.224, 0.225)))
     return mean, std
-
-
-def is_efficientnet(encoder: nn.Module) -> bool:
-    """A timm EfficientNet(-Lite): stem, ``blocks`` (stages), conv head; the only family whose
-    stages the recipe can tap, freeze and cache (other encoders train end to end)."""
-    from timm.models.efficientnet import EfficientNet
-    return isinstance(encoder, EfficientNet)
-
-
-def truncate_after_stage(encoder: nn.Module, stage: int) -> int:
-    """Drop an EfficientNet's stages after ``stage`` and its conv head: its pooled output is
-    then the pooled output of that stage. Returns the new feature width."""
-    encoder.blocks = encoder.blocks[:stage + 1]
-    encoder.conv_head, encoder.bn2 = nn.Identity(), nn.Identity()
-    width = encoder.blocks[-1][-1].conv_pwl.out_channels if hasattr(
-        encoder.blocks[-1][-1], "conv_pwl") else encoder.blocks[-1][-1].conv_pw.out_channels
-    encoder.num_features = encoder.head_hidden_size = width
-    return width
-
-
-def prefix_modules(encoder: nn.Module, stages: int) -> tuple[nn.Module, ...]:
-    """An EfficientNet's stem and first ``stages`` stages, in order: the frozen, cacheable
-    prefix (frozen by :func:`freeze_stages`, run by :meth:`PhyllodesNet.encode_prefix`,
-    digested by :func:`phyllodes.train.views.prefix_digest`)."""
-    return (encoder.conv_stem, encoder.bn1, *encoder.blocks[:stages])
-
-
-def freeze_stages(encoder: nn.Module, stages: int) -> None:
-    """Freeze an EfficientNet's stem and its first ``stages`` stages (no gradient)."""
-    for m in prefix_modules(encoder, stages):
-        for p in m.parameters():
-            p.requires_grad_(False)

@@ -22,14 +22,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from phyllodes.models import families
 from phyllodes.models.encoders import (
     create_encoder,
     encoder_normalisation,
     freeze_encoder_fraction,
-    freeze_stages,
-    is_efficientnet,
-    prefix_modules,
-    truncate_after_stage,
 )
 
 MODALITIES = ("clinical", "image", "multimodal")
@@ -78,8 +75,9 @@ class PhyllodesNet(nn.Module):
 
     The image branch's pooled features are standardised by fixed buffers (``feat_mu``,
     ``feat_sd``: identity until a linear-probe initialisation sets them from training images).
-    For EfficientNet encoders ``tap`` truncates the encoder after that stage (its pooled output
-    becomes the features) and ``frozen_stages`` freezes the stem and the first stages: their
+    ``tap`` truncates the encoder after that stage (its pooled output becomes the features) and
+    ``frozen_stages`` freezes the stem and the first stages, for every family with a stage table
+    (:mod:`phyllodes.models.families`; refused by name for the others): their
     output (:meth:`encode_prefix`) can then be cached, and :meth:`forward_parts` takes it as
     ``prefix`` instead of the image. ``frozen_bn`` keeps every BatchNorm of the encoder at its
     running statistics in training. ``image_head`` 'linear' makes the image-only head and the
@@ -134,12 +132,13 @@ class PhyllodesNet(nn.Module):
             self.register_buffer("img_mean", torch.tensor(mean).view(1, -1, 1, 1))
             self.register_buffer("img_std", torch.tensor(std).view(1, -1, 1, 1))
             self.in_chans = len(mean)
-            if is_efficientnet(self.encoder):
-                if tap is not None:
-                    truncate_after_stage(self.encoder, tap)
-                if frozen_stages:
-                    freeze_stages(self.encoder, frozen_stages)
-                    self.prefix_stages = frozen_stages
+            # refused by name when the encoder's family cannot honour them
+            families.check_stage_settings(encoder, self.encoder, tap, frozen_stages)
+            if tap is not None:
+                families.truncate_after_stage(self.encoder, tap, img_size)
+            if frozen_stages:
+                families.freeze_stages(self.encoder, frozen_stages)
+                self.prefix_stages = frozen_stages
             freeze_encoder_fraction(self.encoder, freeze_fraction)
             # pooled width (MobileNetV3's conv head makes it differ from num_features)
             d_img = getattr(self.encoder, "head_hidden_size", None) or self.encoder.num_features
@@ -207,17 +206,15 @@ class PhyllodesNet(nn.Module):
     def encode_prefix(self, image: torch.Tensor) -> torch.Tensor:
         """The frozen stem and first stages' output for [0, 1] grayscale images (B, 1, H, W)."""
         h = self._normalise(image)
-        for module in prefix_modules(self.encoder, self.prefix_stages):
+        for module in families.prefix_modules(self.encoder, self.prefix_stages):
             h = module(h)
         return h
 
     def features_from_prefix(self, h: torch.Tensor) -> torch.Tensor:
         """Standardised pooled features from the prefix's output (:meth:`encode_prefix`)."""
-        enc = self.encoder
-        for block in enc.blocks[self.prefix_stages:]:
-            h = block(h)
-        pooled = enc.forward_head(enc.bn2(enc.conv_head(h)))
-        return (pooled - self.feat_mu) / self.feat_sd
+        for module in families.rest_modules(self.encoder, self.prefix_stages):
+            h = module(h)
+        return (self.encoder.forward_head(h) - self.feat_mu) / self.feat_sd
 
     def image_features(self, image: torch.Tensor) -> torch.Tensor:
         """Standardised pooled encoder features of [0, 1] grayscale images (B, 1, H, W)."""

@@ -10,8 +10,9 @@ subjects, like every other run. Any fine-tuned image or multimodal model is test
 fine-tuning that loses to its own frozen features is a recipe defect.
 
 Taps: ``"head"`` is the encoder's final pooled output; an integer ``k`` is the pooled output of
-stage ``k`` of an EfficientNet (``encoder.blocks[k]``; the quick profile's probe uses stage 4,
-the stage its fine-tuned image branch ends with).
+stage ``k`` of the encoder's family (:mod:`phyllodes.models.families`; EfficientNet's
+``blocks[k]``: the quick profile's probe uses stage 4, the stage its fine-tuned image branch
+ends with).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sklearn.preprocessing import StandardScaler
 from phyllodes.data.images import ImageSet
 from phyllodes.data.splits import subject_weights
 from phyllodes.evaluate.metrics import subject_auc
+from phyllodes.models import families
 
 #: seed of a random-init probe encoder (``pretrained`` off)
 PROBE_INIT_SEED = 0
@@ -33,14 +35,14 @@ C_GRID = tuple(float(c) for c in np.logspace(-4, 1, 11))
 
 
 def _stage_modules(encoder: torch.nn.Module, taps) -> dict:
-    blocks = getattr(encoder, "blocks", None)
     out = {}
     for t in taps:
         if t == "head":
             continue
-        if blocks is None:
-            raise ValueError(f"{type(encoder).__name__} has no stages to tap: use taps=('head',)")
-        out[t] = blocks[int(t)]
+        if not families.stages(encoder):
+            raise ValueError(f"{type(encoder).__name__} has no stage table to tap "
+                             "(phyllodes.models.families): use probe_taps=('head',)")
+        out[t] = families.stage_output_module(encoder, int(t))
     return out
 
 

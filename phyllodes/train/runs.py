@@ -45,6 +45,7 @@ from safetensors.torch import load_file, save_file
 
 from phyllodes.data.clinical import ClinicalEncoder
 from phyllodes.evaluate.metrics import binary_metrics, subject_level
+from phyllodes.models import families
 from phyllodes.models.encoders import weights_file
 from phyllodes.models.network import PhyllodesNet
 from phyllodes.provenance import provenance
@@ -87,6 +88,9 @@ def run_config(study: Study, spec: RunSpec, image_key: str | None,
     if spec.uses_images:
         settings["pretrained"] = uses_pretrained(spec, study.profile)
     cfg = study.cohort.config
+    staged = spec.uses_images and (settings.get("tap") is not None
+                                   or bool(settings.get("frozen_stages")))
+    fam = families.family_named(spec.encoder or "") if staged else None
     return {
         "spec": spec.to_dict(),
         "settings": settings,
@@ -102,6 +106,10 @@ def run_config(study: Study, spec: RunSpec, image_key: str | None,
         "splits_hash": None if spec.is_final else splits_hash(study.splits),
         "image_key": image_key if spec.uses_images else None,
         "encoder_weights": weights_digest(encoder_weights) if spec.uses_images else None,
+        # tap and frozen stages were ignored outside EfficientNet until the families table
+        # (phyllodes.models.families) honoured them: such runs get new ids, the others keep theirs
+        **({"stage_table": 1} if staged and (fam is None or fam.name != "efficientnet")
+           else {}),
     }
 
 

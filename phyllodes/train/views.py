@@ -1,6 +1,6 @@
 """The frozen prefix of the image encoder, run once over augmented views of every image.
 
-With the stem and first stages of an EfficientNet frozen (``frozen_stages``), their output does
+With the stem and first stages of an encoder frozen (``frozen_stages``), their output does
 not depend on the fold: :func:`view_cache` computes it for every image of the cohort — the
 clean image, its left-right flip (for flip TTA and the linear-probe initialisation) and K
 augmented views (:func:`phyllodes.data.images.fixed_view`: each image's own views, seeded by its
@@ -32,7 +32,7 @@ import torch
 
 from phyllodes import paths
 from phyllodes.data.images import ImageSet, augment, fixed_view, pixel_digests
-from phyllodes.models.encoders import prefix_modules
+from phyllodes.models.families import prefix_modules
 from phyllodes.recipe import code_digest
 
 log = logging.getLogger(__name__)
