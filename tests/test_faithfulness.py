@@ -165,3 +165,41 @@ def test_the_sanity_check_passes_or_fails_on_each_fold():
     assert t["constant_maps"].tolist() == [1, 0] and t["images"].tolist() == [3, 2]
     assert t.loc[0, "abs_spearman_mean"] == pytest.approx(0.15)
     assert t.loc[1, "abs_spearman_mean"] > RANDOMISATION_PASS
+
+
+def test_permuted_labels_keep_subjects_and_class_counts(synthetic_cohort_dir):
+    from phyllodes.data.cohort import load_cohort
+    c = load_cohort(synthetic_cohort_dir)
+    p = c.with_permuted_labels(1)
+    before, after = c.subjects.set_index("subject_id"), p.subjects.set_index("subject_id")
+    assert list(after.index) == list(before.index)
+    assert (after["y"].value_counts().sort_index() == before["y"].value_counts().sort_index()).all()
+    assert (after["y"] != before["y"]).sum() >= 4          # labels moved between subjects
+    # every image of a subject carries its subject's new label; nothing else changed
+    assert (p.images.groupby("subject_id")["y"].nunique() == 1).all()
+    assert p.images.drop(columns=["y", "label"]).equals(c.images.drop(columns=["y", "label"]))
+    # a label travels with its y (borderline and malignant are both 1)
+    assert set(zip(p.images["label"], p.images["y"])) <= set(zip(c.images["label"], c.images["y"]))
+    assert (after["label"].value_counts().sort_index()
+            == before["label"].value_counts().sort_index()).all()
+    assert p.fingerprint != c.fingerprint != c.with_permuted_labels(2).fingerprint
+    assert p.fingerprint == c.with_permuted_labels(1).fingerprint
+
+
+def test_sanity_table_reads_both_tests_and_flags_constant_maps():
+    from phyllodes.explain.folds import table6d_sanity_checks
+    rng = np.random.default_rng(0)
+    a = rng.random((6, 8, 8))
+    same = maps.map_agreement(a, a + 1e-3 * rng.random((6, 8, 8)))
+    other = maps.map_agreement(a, rng.random((6, 8, 8)))
+    flat = maps.map_agreement(a, np.concatenate([np.ones((4, 8, 8)), rng.random((2, 8, 8))]))
+    assert same["abs_spearman_mean"] > 0.9 and other["abs_spearman_mean"] < 0.5
+    assert flat["n_constant"] == 4
+    t = table6d_sanity_checks([{**other, "fold": 0}, {**flat, "fold": 1}],
+                              [{**same, "fold": 0, "permuted_model_auc": 0.52}])
+    assert t["test"].tolist() == ["model randomisation"] * 2 + ["data randomisation"]
+    assert t["check"].tolist() == ["passes", "passes", "fails"]
+    assert "weak evidence" in t["reading"].iloc[1] and "weak" not in t["reading"].iloc[0]
+    assert "permuted labels" in t["reading"].iloc[2] and t["permuted_model_auc"].iloc[2] == 0.52
+    assert np.isnan(t["permuted_model_auc"].iloc[0])
+

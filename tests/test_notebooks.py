@@ -253,9 +253,17 @@ def test_notebook05_records_explanations(smoke_run):
     assert set(an["outcome"]) == {"TP", "TN", "FP", "FN", "all"}
     # the sanity check on every fold, each passing or failing
     sanity = pd.DataFrame(rec["sanity_checks"])
-    assert sanity["fold"].tolist() == [0, 1] and sanity["images"].sum() == 252
+    model = sanity[sanity["test"] == "model randomisation"]
+    data = sanity[sanity["test"] == "data randomisation"]
+    assert len(model) + len(data) == len(sanity)
+    assert model["fold"].tolist() == [0, 1] and model["images"].sum() == 252
     assert set(sanity["check"]) <= {"passes", "fails"}
-    assert sanity["spearman_mean"].iloc[0] == pytest.approx(rec["randomisation_spearman"])
+    assert model["spearman_mean"].iloc[0] == pytest.approx(rec["randomisation_spearman"])
+    # data randomisation: each fold's model retrained on permuted labels, on the same images
+    assert data["fold"].tolist() == [0, 1] and data["images"].sum() == 252
+    assert data["permuted_model_auc"].between(0, 1).all()
+    assert model["permuted_model_auc"].isna().all()
+    assert all("permuted labels" in r for r in data["reading"])
     for stem in ("fig3_scorecam", "fig6d_randomised_maps", "fig7_modality_share",
                  "fig8_clinical_importance"):
         assert (out / "figures" / "breast-lesions-usg" / f"{stem}.png").exists()
@@ -317,7 +325,8 @@ def test_notebook07_validates_on_bus_bra_both_ways(smoke_run):
 #: the other cohorts' runs test their own paths (no masks, image-level inputs, no clinical
 #: data): notebook 06 with two of its variants and Score-CAM on a few images (the bundled smoke
 #: run keeps every variant)
-FEWER = {"variants": ["recipe", "no flip test-time augmentation"], "scorecam_images": 8}
+FEWER = {"variants": ["recipe", "no flip test-time augmentation"], "scorecam_images": 8,
+         "data_randomisation": False}
 
 
 @pytest.mark.slow

@@ -12,11 +12,13 @@ report.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from phyllodes import paths
@@ -164,6 +166,25 @@ class Cohort:
                              f"{', '.join(unknown)}; its features are {list(full.features)}")
         return replace(self, config=full.restricted(list(names)), feature_set=set_name,
                        declared=full)
+
+    def with_permuted_labels(self, seed: int) -> "Cohort":
+        """The cohort with its subjects' labels permuted (seeded): every subject keeps its
+        images and inputs and takes another subject's label (``label`` and ``y``; the class
+        counts stay). For the data-randomisation sanity check (Adebayo et al. 2018): a model
+        trained on it learned nothing real. Its fingerprint says so, so its runs never mix
+        with the real ones."""
+        subj = self.subjects
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(len(subj))
+        label = dict(zip(subj["subject_id"], subj["label"].to_numpy()[order]))
+        y = dict(zip(subj["subject_id"], subj["y"].to_numpy()[order]))
+        images = self.images.copy()
+        images["label"] = images["subject_id"].map(label)
+        images["y"] = images["subject_id"].map(y).astype(self.images["y"].dtype)
+        digest = hashlib.sha256(f"{self.fingerprint}|labels permuted|{seed}".encode())
+        return replace(self, images=images, fingerprint=digest.hexdigest()[:16],
+                       notes=[*self.notes, f"labels permuted among subjects (seed {seed}): "
+                                           "the data-randomisation check, not a study"])
 
     def summary(self) -> dict[str, Any]:
         s = self.subjects

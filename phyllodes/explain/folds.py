@@ -10,7 +10,7 @@ permutation importance of the clinical features. Results are pooled over folds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ import torch
 from phyllodes.data.clinical import ClinicalEncoder
 from phyllodes.data.images import ImageSet, to_float
 from phyllodes.evaluate import attribution
+from phyllodes.evaluate.metrics import subject_auc
 from phyllodes.explain import maps as explain
 from phyllodes.explain.results import CamPanel
 from phyllodes.models.network import PhyllodesNet, predict_proba
@@ -207,22 +208,76 @@ def randomisation_all_folds(study: Study, folds: list[FoldModel], images: ImageS
     return [randomisation_for_fold(study, fm, images, seed=seed) for fm in folds]
 
 
-def table6d_sanity_checks(checks: list[dict]) -> pd.DataFrame:
-    """The model-randomisation sanity check (Adebayo et al. 2018) of every fold: the rank
-    correlation of each test image's Grad-CAM++ map with the map of the same model after its
-    encoder is re-initialised, and whether the check passes (mean |Spearman| below
-    :data:`RANDOMISATION_PASS`: the maps depend on what the encoder learned)."""
+#: added to the study's seed: the label permutation of the data-randomisation check
+DATA_RANDOMISATION_SEED = 1
+
+
+def data_randomisation(study: Study, folds: list[FoldModel], images: ImageSet,
+                       checks: list[dict], seed: int = 0) -> list[dict]:
+    """The data-randomisation sanity check (Adebayo et al. 2018) on every fold: the same model
+    (spec, folds, recipe) trained on the cohort with its subjects' labels permuted
+    (:meth:`phyllodes.data.cohort.Cohort.with_permuted_labels`), its Grad-CAM++ maps of the
+    fold's test images compared by rank correlation with the real model's (``cams_trained`` of
+    the model-randomisation ``checks`` of the same folds), and its subject-level test AUC
+    against the true labels (near 0.5 when it learned nothing real). The permuted runs are
+    runs like any other (their cohort fingerprint differs: never mixed with the real ones)."""
+    from phyllodes.train.grid import run_grid
+    permuted = replace(study, cohort=study.cohort.with_permuted_labels(
+        seed + DATA_RANDOMISATION_SEED), memory={})
+    dirs = run_grid(permuted, [fm.spec for fm in folds])
+    truth = study.cohort.images
+    out = []
+    for fm, pm, check in zip(folds, fold_models(permuted, dirs), checks):
+        if pm.fold != fm.fold or pm.fold != check["fold"]:
+            raise ValueError(f"fold {pm.fold} of the permuted runs is not fold {fm.fold}")
+        x, c, rows = fold_inputs(permuted, pm, images, "test")
+        if not np.array_equal(rows, check["rows"]):
+            raise ValueError(f"fold {fm.fold}: the permuted model's test images are not the "
+                             "real model's")
+        cams = explain.compute_cams(pm.model, x, c, method="gradcam++")
+        prob = predict_proba(pm.model, x, c)
+        auc = subject_auc(truth["subject_id"].to_numpy()[rows], truth["y"].to_numpy()[rows],
+                          prob)
+        out.append({**explain.map_agreement(check["cams_trained"], cams), "fold": fm.fold,
+                    "rows": rows, "cams_permuted": cams, "permuted_model_auc": auc})
+    return out
+
+
+def table6d_sanity_checks(checks: list[dict], data_checks: list[dict] | None = None
+                          ) -> pd.DataFrame:
+    """The sanity checks (Adebayo et al. 2018) of every fold: the rank correlation of each test
+    image's Grad-CAM++ map with the map of the same model after its encoder is re-initialised
+    (model randomisation, ``checks``) and with the map of the model trained on permuted labels
+    (data randomisation, ``data_checks`` of :func:`data_randomisation`), and whether each
+    passes (mean |Spearman| below :data:`RANDOMISATION_PASS`: the maps depend on what the
+    encoder learned from the labels). ``constant_maps`` counts the pairs with a constant map
+    (no rank correlation): many of them make a pass weak evidence, and the reading says so."""
     rows = []
-    for r in checks:
-        passes = np.isfinite(r["abs_spearman_mean"]) and r["abs_spearman_mean"] < \
-            RANDOMISATION_PASS
-        rows.append({"fold": r["fold"], "images": len(r["spearman"]),
-                     "spearman_mean": r["spearman_mean"], "spearman_median": r["spearman_median"],
-                     "abs_spearman_mean": r["abs_spearman_mean"], "constant_maps": r["n_constant"],
-                     "check": "passes" if passes else "fails",
-                     "reading": "the maps change when the encoder's weights are randomised"
-                     if passes else "the maps barely change when the encoder's weights are "
-                     "randomised: they reflect the architecture or the input, not the learning"})
+    tests = (("model randomisation", checks, "the encoder's weights are randomised"),
+             ("data randomisation", data_checks or [], "the model is trained on permuted "
+                                                       "labels"))
+    for test, results, what in tests:
+        for r in results:
+            n = len(r["spearman"])
+            passes = bool(np.isfinite(r["abs_spearman_mean"])
+                          and r["abs_spearman_mean"] < RANDOMISATION_PASS)
+            if passes:
+                reading = f"the maps change when {what}"
+            elif np.isfinite(r["abs_spearman_mean"]):
+                reading = (f"the maps barely change when {what}: they reflect the "
+                           "architecture or the input, not what was learned")
+            else:
+                reading = "no image has two non-constant maps: the check cannot be read"
+            if passes and r["n_constant"] > n / 2:
+                reading += (f" (but {r['n_constant']} of {n} pairs have a constant map and no "
+                            "rank correlation: weak evidence)")
+            rows.append({"test": test, "fold": r["fold"], "images": n,
+                         "spearman_mean": r["spearman_mean"],
+                         "spearman_median": r["spearman_median"],
+                         "abs_spearman_mean": r["abs_spearman_mean"],
+                         "constant_maps": r["n_constant"],
+                         "permuted_model_auc": r.get("permuted_model_auc", np.nan),
+                         "check": "passes" if passes else "fails", "reading": reading})
     return pd.DataFrame(rows)
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "ImageBranchWrapper",
     "target_layers",
     "reshape_transform",
+    "map_agreement",
     "compute_cams",
     "randomise_encoder",
     "randomisation_check",
@@ -352,7 +353,14 @@ def randomisation_check(model: nn.Module, images: ArrayLike, clinical: ArrayLike
         cam_kwargs = dict(cam_kwargs, layers=[lookup[names[id(m)]] for m in cam_kwargs["layers"]])
     cams_r = compute_cams(rand, images, clinical, method=method, batch_size=batch_size,
                           **cam_kwargs)
-    rho = np.array([_spearman(a, b) for a, b in zip(cams_t, cams_r)])
+    return {**map_agreement(cams_t, cams_r), "cams_trained": cams_t, "cams_random": cams_r}
+
+
+def map_agreement(cams_a: np.ndarray, cams_b: np.ndarray) -> dict:
+    """How alike two sets of maps of the same images are: the Spearman rank correlation of
+    each pair of flattened maps (``spearman``; NaN where a map is constant), its mean, median
+    and mean absolute value over the pairs that have one, and ``n_constant``."""
+    rho = np.array([_spearman(a, b) for a, b in zip(cams_a, cams_b)])
     valid = rho[np.isfinite(rho)]
     return {
         "spearman": rho,
@@ -360,8 +368,6 @@ def randomisation_check(model: nn.Module, images: ArrayLike, clinical: ArrayLike
         "spearman_median": float(np.median(valid)) if valid.size else float("nan"),
         "abs_spearman_mean": float(np.abs(valid).mean()) if valid.size else float("nan"),
         "n_constant": int((~np.isfinite(rho)).sum()),
-        "cams_trained": cams_t,
-        "cams_random": cams_r,
     }
 
 

@@ -296,6 +296,7 @@ _BULLET_TABLES = ((r"linear probe|image branch", "table_unimodal_baselines"),
                   (r"share", "table7_modality_share"),
                   (r"faithful", "table6b_cam_faithfulness"),
                   (r"where grad-cam", "table6c_cam_anatomy"),
+                  (r"sanity", "table6d_cam_sanity_checks"),
                   (r"maps|cam", "table6_cam_validation"),
                   (r"recipe", "table9_image_recipe_ablation"))
 

@@ -186,7 +186,31 @@ def explanation_bullets() -> list[str]:
              f"band {lift(o, 'peri-lesional band')}" for o in ("TP", "TN", "FP", "FN")]
     out.append("- **Where Grad-CAM++ looks** (Table 6c: energy share over area share; the band "
                "is the lesion dilated by half its equivalent radius): " + "; ".join(words) + ".")
-    return out
+    return out + sanity_bullets()
+
+
+def sanity_bullets() -> list[str]:
+    """Whether the maps pass the sanity checks on every fold (Table 6d)."""
+    san = _csv("table6d_cam_sanity_checks")
+    if "test" not in san.columns:
+        return []
+    words = []
+    for test in ("model randomisation", "data randomisation"):
+        t = san[san["test"] == test]
+        if not len(t):
+            continue
+        passed = int((t["check"] == "passes").sum())
+        weak = int(t["reading"].str.contains("weak evidence").sum())
+        w = f"{test} passes on {passed} of {len(t)} folds"
+        if weak:
+            w += f" ({weak} of them with most maps constant: weak evidence)"
+        if test == "data randomisation":
+            auc = t["permuted_model_auc"].astype(float)
+            w += (f", its permuted-label models' test AUC from {_num(auc.min())} to "
+                  f"{_num(auc.max())}")
+        words.append(w)
+    return ["- **Sanity checks** (Table 6d, Adebayo et al. 2018: each passes when the maps "
+            "change, mean |Spearman| < 0.5): " + "; ".join(words) + "."]
 
 
 def _verdict_words(verdict: str) -> str:
