@@ -246,10 +246,11 @@ def test_notebook05_records_explanations(smoke_run):
     an = pd.DataFrame(rec["cam_anatomy"])
     gpp = an[(an["method"] == "Grad-CAM++") & (an["outcome"] == "all")]
     assert list(gpp["region"]) == ["lesion", "peri-lesional band", "rest of the image"]
-    # every image is placed or counted as left out (an empty mask or a flat map), never dropped
+    # every image is placed or counted as left out (an empty mask or a flat map), never dropped;
+    # the smoke run's random-init models leave many maps with no positive value
     assert gpp["area_share"].sum() == pytest.approx(1)
     placed = gpp[["images", "empty_masks", "flat_maps"]].iloc[0]
-    assert placed.sum() == 252 and placed["images"] >= 240 and placed["empty_masks"] == 0
+    assert placed.sum() == 252 and placed["images"] >= 126 and placed["empty_masks"] == 0
     assert set(an["outcome"]) == {"TP", "TN", "FP", "FN", "all"}
     # the sanity check on every fold, each passing or failing
     sanity = pd.DataFrame(rec["sanity_checks"])
