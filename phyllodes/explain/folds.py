@@ -212,25 +212,31 @@ def randomisation_all_folds(study: Study, folds: list[FoldModel], images: ImageS
 DATA_RANDOMISATION_SEED = 1
 
 
-def data_randomisation(study: Study, folds: list[FoldModel], images: ImageSet,
-                       checks: list[dict], seed: int = 0) -> list[dict]:
-    """The data-randomisation sanity check (Adebayo et al. 2018) on every fold: the same model
-    (spec, folds, recipe) trained on the cohort with its subjects' labels permuted
-    (:meth:`phyllodes.data.cohort.Cohort.with_permuted_labels`), its Grad-CAM++ maps of the
-    fold's test images compared by rank correlation with the real model's (``cams_trained`` of
-    the model-randomisation ``checks`` of the same folds), and its subject-level test AUC
-    against the true labels (near 0.5 when it learned nothing real). The permuted runs are
-    runs like any other (their cohort fingerprint differs: never mixed with the real ones)."""
-    from phyllodes.train.grid import run_grid
-    permuted = replace(study, cohort=study.cohort.with_permuted_labels(
+def permuted_label_study(study: Study, seed: int = 0) -> Study:
+    """The study on its cohort with the subjects' labels permuted
+    (:meth:`phyllodes.data.cohort.Cohort.with_permuted_labels`, seeded by ``seed`` +
+    :data:`DATA_RANDOMISATION_SEED`), its own memory: the same folds and profile, for the
+    data-randomisation check. Its runs (trained by the notebook, ``run_grid``) have their own
+    ids, through the cohort's fingerprint."""
+    return replace(study, cohort=study.cohort.with_permuted_labels(
         seed + DATA_RANDOMISATION_SEED), memory={})
-    dirs = run_grid(permuted, [fm.spec for fm in folds])
+
+
+def data_randomisation(study: Study, folds: list[FoldModel], permuted: list[FoldModel],
+                       images: ImageSet, checks: list[dict]) -> list[dict]:
+    """The data-randomisation sanity check (Adebayo et al. 2018) on every fold: the fold's
+    model trained on permuted labels (``permuted``: :func:`fold_models` of the finished runs
+    of :func:`permuted_label_study`, same specs and folds), its Grad-CAM++ maps of the fold's
+    test images compared by rank correlation with the real model's (``cams_trained`` of the
+    model-randomisation ``checks`` of the same folds), and its subject-level test AUC against
+    the true labels (near 0.5 when it learned nothing real)."""
     truth = study.cohort.images
     out = []
-    for fm, pm, check in zip(folds, fold_models(permuted, dirs), checks):
-        if pm.fold != fm.fold or pm.fold != check["fold"]:
-            raise ValueError(f"fold {pm.fold} of the permuted runs is not fold {fm.fold}")
-        x, c, rows = fold_inputs(permuted, pm, images, "test")
+    for fm, pm, check in zip(folds, permuted, checks, strict=True):
+        if not (pm.fold == fm.fold == check["fold"] and pm.spec == fm.spec):
+            raise ValueError(f"permuted-label run of fold {pm.fold} ({pm.spec.label}) is not "
+                             f"the model of fold {fm.fold} ({fm.spec.label})")
+        x, c, rows = fold_inputs(study, pm, images, "test")
         if not np.array_equal(rows, check["rows"]):
             raise ValueError(f"fold {fm.fold}: the permuted model's test images are not the "
                              "real model's")
@@ -241,6 +247,14 @@ def data_randomisation(study: Study, folds: list[FoldModel], images: ImageSet,
         out.append({**explain.map_agreement(check["cams_trained"], cams), "fold": fm.fold,
                     "rows": rows, "cams_permuted": cams, "permuted_model_auc": auc})
     return out
+
+
+def table6d_caption(with_data_randomisation: bool) -> str:
+    """Table 6d's caption: what it holds (the data-randomisation rows only when run)."""
+    data = (" and of the model trained on permuted labels (data randomisation)"
+            if with_data_randomisation else "")
+    return ("Sanity checks of Grad-CAM++ on every fold: Spearman rank correlation with the "
+            f"maps of the re-initialised encoder (model randomisation){data}")
 
 
 def table6d_sanity_checks(checks: list[dict], data_checks: list[dict] | None = None
