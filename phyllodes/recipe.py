@@ -26,14 +26,14 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent
 
 #: Version of the training recipe (see the module docstring).
-RECIPE_VERSION = 8
+RECIPE_VERSION = 9
 #: Files (relative to the package) whose code decides what a run computes.
 RECIPE_FILES = ("train/trainer.py", "train/spec.py", "train/probe.py", "train/views.py",
                 "models/network.py", "models/encoders.py", "models/families.py",
                 "models/pretrained.py",
                 "data/clinical.py", "data/images.py", "data/imageio.py", "data/splits.py",
-                "keys.py")
-RECIPE_SOURCE = "a34bb99c8d3a5e01"
+                "keys.py", "kernels.py")
+RECIPE_SOURCE = "bfcb20dcface6b5c"
 
 
 def _without_docstrings(tree: ast.AST) -> ast.AST:

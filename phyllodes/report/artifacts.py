@@ -88,8 +88,7 @@ ARTIFACTS: tuple[Artifact, ...] = (
              "05_explainability", ("table6b_cam_faithfulness", "table6c_cam_anatomy"),
              built_by=("explain.folds.table6b_cam_faithfulness",
                        "explain.folds.table6c_cam_anatomy")),
-    Artifact("the maps' sanity checks on every fold (model randomisation; data randomisation "
-             "with data_randomisation=True)",
+    Artifact("the maps' sanity checks on every fold (model and data randomisation)",
              "05_explainability",
              ("table6d_cam_sanity_checks",), ("fig6d_randomised_maps",),
              ("explain.folds.table6d_sanity_checks", "report.figures.fig6d_randomised_maps")),

@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 from safetensors.torch import load_file, save_file
 
+from phyllodes import kernels
 from phyllodes.data.clinical import ClinicalEncoder
 from phyllodes.evaluate.metrics import binary_metrics, subject_level
 from phyllodes.models import families
@@ -106,6 +107,8 @@ def run_config(study: Study, spec: RunSpec, image_key: str | None,
         "splits_hash": None if spec.is_final else splits_hash(study.splits),
         "image_key": image_key if spec.uses_images else None,
         "encoder_weights": weights_digest(encoder_weights) if spec.uses_images else None,
+        # the CPU kernels (phyllodes.kernels): other kernels round differently, so other runs
+        "kernels": kernels.tag(),
         # tap and frozen stages were ignored outside EfficientNet until the families table
         # (phyllodes.models.families) honoured them: such runs get new ids, the others keep theirs
         **({"stage_table": 1} if staged and (fam is None or fam.name != "efficientnet")
