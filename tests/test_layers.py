@@ -51,3 +51,28 @@ def test_an_import_against_the_layers_is_caught(linter, tmp_path, module, line, 
     broken = r.stdout.split("Broken contracts")[-1]
     assert contract in broken
     assert f"phyllodes.{module[:-3].replace('/', '.')} -> " in broken
+
+
+def _private_imports(source: str, module: str) -> list[str]:
+    """``from phyllodes.x import _name`` (another module's private name) in ``source``."""
+    import ast
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("phyllodes") \
+                and node.module != module:
+            found += [f"{module}: {node.module}.{a.name}" for a in node.names
+                      if a.name.startswith("_") and not a.name.startswith("__")]
+    return found
+
+
+def test_no_module_imports_another_modules_private_names():
+    """What a module shares it names without an underscore: a private name imported elsewhere
+    is an interface nobody can see (the DICOM package's modules, the view cache's digest)."""
+    planted = "from phyllodes.data.images import _apply\nfrom phyllodes.keys import model_key\n"
+    assert _private_imports(planted, "phyllodes.train.views") == [
+        "phyllodes.train.views: phyllodes.data.images._apply"]
+    found = []
+    for f in sorted((paths.ROOT / "phyllodes").rglob("*.py")):
+        rel = f.relative_to(paths.ROOT).with_suffix("")
+        found += _private_imports(f.read_text(), ".".join(rel.parts).removesuffix(".__init__"))
+    assert not found, found

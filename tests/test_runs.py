@@ -103,6 +103,15 @@ def test_bumping_the_recipe_version_makes_new_run_ids(study, monkeypatch):
     assert all(before[k] != after[k] for k in SPECS)
 
 
+def test_the_cpu_kernels_are_part_of_every_run_id(study, monkeypatch):
+    from phyllodes import kernels
+    before = _ids(study, study.profile)
+    assert runs.run_config(study, SPECS["image"], "key")["kernels"] == kernels.tag()
+    monkeypatch.setattr(kernels, "tag", lambda: "native")
+    after = _ids(study, study.profile)
+    assert all(before[k] != after[k] for k in SPECS)
+
+
 def test_recipe_code_fingerprint_is_recorded():
     now = recipe.recipe_fingerprint()
     assert now == recipe.RECIPE_SOURCE, (

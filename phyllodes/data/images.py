@@ -258,3 +258,9 @@ def fixed_view(images_u8: torch.Tensor, digests: list[bytes], view: int, seed: i
     if not draws:
         return x
     return _apply(x, {k: torch.cat([d[k] for d in draws]) for k in draws[0]})
+
+
+def augmentation_code() -> tuple:
+    """The functions that draw and apply :func:`augment`'s random numbers, for the digests of
+    what depends on their code (the view cache, :mod:`phyllodes.train.views`)."""
+    return _draw, _apply

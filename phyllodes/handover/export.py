@@ -50,8 +50,7 @@ from phyllodes.handover.folder import (
     write_manifest,
 )
 from phyllodes.provenance import git_commit
-from phyllodes.train.apply import run_label
-from phyllodes.train.runs import MODEL_FILE, WEIGHTS_FILE, read_model_record
+from phyllodes.train.runs import MODEL_FILE, WEIGHTS_FILE, read_model_record, run_label
 from phyllodes.train.spec import RunSpec
 
 log = logging.getLogger(__name__)

@@ -28,6 +28,7 @@ from phyllodes.train.runs import (
     load_linear_model,
     load_run_model,
     read_model_record,
+    run_label,
     weights_digest,
 )
 from phyllodes.train.spec import RunSpec
@@ -118,12 +119,6 @@ def network_probs(model, enc, record: dict, target: Study, name: str) -> np.ndar
     rows = torch.arange(len(target.cohort.images), device=device)
     return tta_predict(model, x_img, views, x_clin, rows, bool(settings.get("tta_flip")),
                        int(settings.get("tta_views") or 0), 64, amp, device)
-
-
-def run_label(spec: RunSpec, settings: dict) -> str:
-    """The run's display label, as :func:`phyllodes.train.runs.load_predictions` gives it."""
-    random_init = spec.uses_images and not settings.get("pretrained", False)
-    return spec.label + (" (random init)" if random_init else "")
 
 
 def _recorded_weights(run_dir: Path) -> str | None:

@@ -46,6 +46,7 @@ from safetensors.torch import load_file, save_file
 from phyllodes import kernels
 from phyllodes.data.clinical import ClinicalEncoder
 from phyllodes.evaluate.metrics import binary_metrics, subject_level
+from phyllodes.keys import model_key, model_label
 from phyllodes.models import families
 from phyllodes.models.encoders import weights_file
 from phyllodes.models.network import PhyllodesNet
@@ -357,9 +358,16 @@ def linear_model_from_data(data: dict):
     return clf
 
 
+def run_label(spec: RunSpec, settings: dict) -> str:
+    """The run's display label (:func:`phyllodes.keys.model_label`; ``(random init)`` when its
+    image branch did not start from pretrained weights)."""
+    return model_label(spec.modality, spec.model, spec.fusion,
+                       pretrained=bool(settings.get("pretrained", False)))
+
+
 def load_predictions(run_dirs: Iterable[Path]) -> pd.DataFrame:
     """Predictions of the runs, with their spec as columns (modality, model, fusion, seed) and
-    a readable ``model_label``."""
+    a readable ``model_label`` (for display; a model's identity is its ``model_key``)."""
     frames = []
     for d in run_dirs:
         d = Path(d)
@@ -367,12 +375,11 @@ def load_predictions(run_dirs: Iterable[Path]) -> pd.DataFrame:
         s = cfg["spec"]
         p = pd.read_csv(d / "predictions.csv", dtype={"subject_id": str})
         spec = RunSpec(**s)
-        pretrained = bool(cfg["settings"].get("pretrained", False))
-        label = spec.label
-        if spec.uses_images and not pretrained:
-            label += " (random init)"
         frames.append(p.assign(modality=s["modality"], model=s["model"], fusion=s["fusion"],
-                               seed=s["seed"], pretrained=pretrained, model_label=label))
+                               seed=s["seed"],
+                               pretrained=bool(cfg["settings"].get("pretrained", False)),
+                               model_key=model_key(spec.modality, spec.model, spec.fusion),
+                               model_label=run_label(spec, cfg["settings"])))
     if not frames:
         raise ValueError("no runs to load")
     return pd.concat(frames, ignore_index=True)

@@ -42,9 +42,10 @@ VIEWS_SEED = 12345
 def views_code_digest() -> str:
     """Digest of the code the cached views depend on (the augmentation, the prefix's forward
     and this module's pass): a change to it makes new views, never reuses old ones."""
-    from phyllodes.data.images import _apply, _draw
+    from phyllodes.data.images import augmentation_code
     from phyllodes.models.network import PhyllodesNet
-    return code_digest(augment, _draw, _apply, fixed_view, pixel_digests,
+    draw, apply = augmentation_code()
+    return code_digest(augment, draw, apply, fixed_view, pixel_digests,
                        PhyllodesNet.encode_prefix, _run)
 
 

@@ -13,7 +13,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from phyllodes.data.sources.dicom.identifiers import _deaccent, fold
+from phyllodes.data.sources.dicom.identifiers import deaccent, fold
 from phyllodes.data.sources.dicom.selfcheck import Needles
 from phyllodes.data.sources.dicom.vocabulary import DicomImportError
 
@@ -43,7 +43,7 @@ class Scrubber:
         out = text
         hits = self.needles.find(out)
         if hits:
-            out = _deaccent(out)
+            out = deaccent(out)
             for f in sorted(hits, key=len, reverse=True):
                 out = re.sub(r"(?<![^\W_])(?<!\.)" + re.escape(f) + r"(?![^\W_])",
                              PLACEHOLDER, out, flags=re.I)
@@ -64,7 +64,7 @@ class OutputGuard:
     """While active (``with OutputGuard(phi) as g:``), nothing a library prints reaches the
     terminal or a log handler as it is: Python warnings are recorded; the log records of every
     logger outside ``phyllodes`` are held (a filter on the logger that made them); what the
-    libraries write to stdout/stderr during :func:`_library_call` is captured (file
+    libraries write to stdout/stderr during :func:`library_call` is captured (file
     descriptors 1 and 2, and ``sys.stdout``/``sys.stderr``). The import's own log records are
     scrubbed (:class:`Scrubber`) when made. On exit, everything held is scrubbed with every
     identifier read by then, and logged once per distinct message with its count, followed by
@@ -204,7 +204,7 @@ class _HoldFilter(logging.Filter):
         return False
 
 @contextlib.contextmanager
-def _library_call():
+def library_call():
     """Around a call into pydicom, Pillow, ...: what they print is held by the active
     :class:`OutputGuard`; without one, their warnings are silenced."""
     if _GUARDS:

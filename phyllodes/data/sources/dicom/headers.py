@@ -12,7 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from phyllodes.data.sources.dicom.guard import _library_call
+from phyllodes.data.sources.dicom.guard import library_call
 from phyllodes.data.sources.dicom.identifiers import add_person_name, date_spellings
 from phyllodes.data.sources.dicom.pseudonyms import normalise_id
 from phyllodes.data.sources.dicom.vocabulary import (
@@ -171,7 +171,7 @@ def _raw_values(ds, kw: str) -> set[str]:
         return set()
     return {v.strip(" \x00") for v in text.split("\\") if v.strip(" \x00")}
 
-def _read_header(path: Path, sf: SourceFile, phi: set[str], join: str, keep_pixels: bool):
+def read_header(path: Path, sf: SourceFile, phi: set[str], join: str, keep_pixels: bool):
     """Read ``path`` with only the tags listed; fill ``sf``; return the dataset or None."""
     import pydicom
     tags = _read_tags()
@@ -188,7 +188,7 @@ def _read_header(path: Path, sf: SourceFile, phi: set[str], join: str, keep_pixe
     if raw and (len(head) < 8 or int.from_bytes(head[:2], "little") not in (0x0002, 0x0008)):
         sf.skip("not_dicom")
         return None
-    with _library_call():
+    with library_call():
         try:
             ds = pydicom.dcmread(path, force=raw, **kw)
         except Exception as e:  # noqa: BLE001 - a bad file must not stop the import
@@ -205,7 +205,7 @@ def _read_header(path: Path, sf: SourceFile, phi: set[str], join: str, keep_pixe
             return None
 
 def _classify(ds, sf: SourceFile, phi: set[str], join: str):
-    """Fill ``sf`` from a header read by :func:`_read_header`; the dataset, or None if skipped."""
+    """Fill ``sf`` from a header read by :func:`read_header`; the dataset, or None if skipped."""
     _phi_from(ds, phi)
     meta = getattr(ds, "file_meta", None)
     sop_class = str((meta.get("MediaStorageSOPClassUID", "") if meta is not None else "")

@@ -9,19 +9,19 @@ import unicodedata
 
 import pandas as pd
 
-_SHEET_PHI_RE = re.compile(r"(name|address|street|phone|mobile|e-?mail|ssn|social.?sec|"
+SHEET_PHI_RE = re.compile(r"(name|address|street|phone|mobile|e-?mail|ssn|social.?sec|"
                            r"insurance|mrn|medical.?record|accession|physician|doctor|surgeon|"
                            r"radiologist|referr)", re.I)
 
-_DATE_LIKE = re.compile(r"^(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})"
+DATE_LIKE = re.compile(r"^(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})"
                         r"([ T]\d{1,2}:\d{2}(:\d{2})?)?$")
 
-_ID_RE = re.compile(r"(patient.?id|^pid$|^mrn|medical.?record|record.?n|^id$|patient.?n(o|um)|"
+ID_RE = re.compile(r"(patient.?id|^pid$|^mrn|medical.?record|record.?n|^id$|patient.?n(o|um)|"
                     r"hospital.?n(o|um)|^subject)", re.I)
 
-_ACC_RE = re.compile(r"accession", re.I)
+ACC_RE = re.compile(r"accession", re.I)
 
-_PHI_RE = re.compile(r"(name|address|street|city|zip|postal|phone|mobile|e-?mail|ssn|social|"
+PHI_RE = re.compile(r"(name|address|street|city|zip|postal|phone|mobile|e-?mail|ssn|social|"
                      r"insurance|mrn|record|accession|physician|doctor|surgeon|radiologist|"
                      r"comment|note|remark|free.?text)", re.I)
 
@@ -52,40 +52,40 @@ _CONTACT = (
                r"square|sq|crescent|terrace|gardens)\b", re.I),  # a street address
 )
 
-_PERSON_RE = re.compile(r"(name|physician|doctor|surgeon|radiologist|referr|nurse|sonograph|"
+PERSON_RE = re.compile(r"(name|physician|doctor|surgeon|radiologist|referr|nurse|sonograph|"
                         r"operator|consultant|clinician|reporter|author|signed)", re.I)
 
-def _deaccent(s: str) -> str:
+def deaccent(s: str) -> str:
     """``s`` without diacritics (Müller -> Muller, José -> Jose); case kept."""
     return "".join(c for c in unicodedata.normalize("NFKD", s) if not unicodedata.combining(c))
 
 def fold(s: str) -> str:
     """``s`` as identifiers are compared: without diacritics, case-folded (ß -> ss)."""
-    return _deaccent(s).casefold()
+    return deaccent(s).casefold()
 
 def person_name_like(v: str, strong_only: bool = False) -> bool:
     """Whether a cell is written like a person's name ('Dr Smith', 'J. Smith', 'Smith, John',
     'Smith^John'; unless ``strong_only``, also 'J Smith' and 'Smith J')."""
-    t = _deaccent(v.strip())
+    t = deaccent(v.strip())
     pats = _NAME_STRONG if strong_only else _NAME_STRONG + _NAME_WEAK
     return any(p.search(t) for p in pats)
 
 def contact_like(v: str) -> bool:
     """Whether a cell looks like an e-mail address, a phone number or a street address."""
     t = v.strip()
-    return not _DATE_LIKE.match(t) and any(p.search(t) for p in _CONTACT)
+    return not DATE_LIKE.match(t) and any(p.search(t) for p in _CONTACT)
 
 def name_words(v: str) -> set[str]:
     """The words of a name-like cell that may be a name alone: at least 2 letters, not a
     title ('Dr Hargreaves' -> {'Hargreaves'}, 'Smith, J.' -> {'Smith'})."""
     words = re.findall(r"[^\W\d_](?:[^\W\d_]|['’-])*[^\W\d_]", v)
-    return {w for w in words if not re.fullmatch(_TITLES, _deaccent(w), re.I)}
+    return {w for w in words if not re.fullmatch(_TITLES, deaccent(w), re.I)}
 
-def _name_tokens(df: pd.DataFrame) -> set[str]:
+def sheet_name_tokens(df: pd.DataFrame) -> set[str]:
     """The folded words (3 letters or more) of the spreadsheet's person-name columns."""
     out: set[str] = set()
     for c in df.columns:
-        if _PERSON_RE.search(c):
+        if PERSON_RE.search(c):
             for v in df[c]:
                 out |= {fold(w) for w in name_words(v) if len(w) >= 3}
     return out

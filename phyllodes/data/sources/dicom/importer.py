@@ -15,13 +15,13 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from phyllodes.data.sources.dicom.guard import OutputGuard, _library_call
-from phyllodes.data.sources.dicom.headers import SourceFile, _read_header
+from phyllodes.data.sources.dicom.guard import OutputGuard, library_call
+from phyllodes.data.sources.dicom.headers import SourceFile, read_header
 from phyllodes.data.sources.dicom.identifiers import (
-    _DATE_LIKE,
-    _ID_RE,
-    _PERSON_RE,
-    _SHEET_PHI_RE,
+    DATE_LIKE,
+    ID_RE,
+    PERSON_RE,
+    SHEET_PHI_RE,
     Identifiers,
     add_person_name,
     contact_like,
@@ -30,18 +30,18 @@ from phyllodes.data.sources.dicom.identifiers import (
     name_words,
     person_name_like,
 )
-from phyllodes.data.sources.dicom.pixels import _decode_frames, _png_bytes, parse_frames
+from phyllodes.data.sources.dicom.pixels import decode_frames, parse_frames, png_bytes
 from phyllodes.data.sources.dicom.pseudonyms import (
-    _inside,
-    _write_private,
     check_private_path,
     default_key_file,
     git_tree_tracking,
+    is_inside,
     load_or_create_key,
     normalise_id,
     pseudonym,
+    write_private,
 )
-from phyllodes.data.sources.dicom.report import ImportReport, _report_md
+from phyllodes.data.sources.dicom.report import ImportReport, report_md
 from phyllodes.data.sources.dicom.selfcheck import Needles, phi_self_check
 from phyllodes.data.sources.dicom.spreadsheet import (
     ClinicalRow,
@@ -66,7 +66,7 @@ from phyllodes.data.sources.dicom.vocabulary import (
     TAGS_USED,
     WITHOUT_REGION,
     DicomImportError,
-    _Skip,
+    SkipImage,
 )
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ def _check_arguments(source: Path, clinical: Path, out: Path, mapping, without_r
         problems.append(f"--without-region {without_region!r}: use one of {WITHOUT_REGION}")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         problems.append(f"cohort name {name!r}: use letters, digits, '.', '_' and '-'")
-    if source.is_dir() and (_inside(out, source) or _inside(source, out)):
+    if source.is_dir() and (is_inside(out, source) or is_inside(source, out)):
         problems.append(f"--out {out} and --source {source} must not contain each other")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not overwrite:
@@ -171,11 +171,11 @@ def _import_into(source: Path, clinical: Path, out: Path, m: ColumnMapping, rows
     try:
         summary, private_details, ids_rows = _run(source, staging, m, rows, n_rows_no_id, key,
                                                   opts, phi, name)
-        _write_private(details_path, json.dumps(
+        write_private(details_path, json.dumps(
             {**private_details, "source": str(source.resolve()),
              "clinical": str(clinical.resolve()), "cohort": str(out.resolve())},
             indent=2, sort_keys=True, default=str).encode() + b"\n")
-        _write_private(ids_path, _ids_csv(ids_rows))
+        write_private(ids_path, _ids_csv(ids_rows))
         if summary["counts"]["images_written"] == 0:
             raise DicomImportError(
                 f"no image imported from {source}", [
@@ -240,17 +240,17 @@ def _phi_from_sheet(df: pd.DataFrame, m: ColumnMapping, phi: set[str]) -> None:
     if m.label_column in df.columns:
         allowed.update(df[m.label_column])
     for c in df.columns:
-        if c in m.id_columns or _SHEET_PHI_RE.search(c) or _ID_RE.search(c):
+        if c in m.id_columns or SHEET_PHI_RE.search(c) or ID_RE.search(c):
             vals = {v for v in df[c] if v and v not in allowed}
             phi.update(vals)
             phi.update(normalise_id(v) for v in vals)
-            if _PERSON_RE.search(c) and c not in m.id_columns:
+            if PERSON_RE.search(c) and c not in m.id_columns:
                 for v in vals:
                     add_person_name(phi, v)
         for v in set(df[c]):
             if not v:
                 continue
-            if _DATE_LIKE.match(v) or re.fullmatch(r"(19|20)\d{6}", v):
+            if DATE_LIKE.match(v) or re.fullmatch(r"(19|20)\d{6}", v):
                 _add_date(phi, v)
             elif c not in m.id_columns and c != m.label_column and (
                     person_name_like(v, strong_only=True) or contact_like(v)):
@@ -299,7 +299,7 @@ def _run(source: Path, staging: Path, m: ColumnMapping, rows: dict[str, list[Cli
     (staging / "import_report.json").write_text(
         json.dumps(summary, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
         encoding="utf-8")
-    (staging / "import_report.md").write_text(_report_md(name, summary), encoding="utf-8")
+    (staging / "import_report.md").write_text(report_md(name, summary), encoding="utf-8")
     return summary, _private_details(files, rows, sheet, key), _id_table(files, set(written))
 
 def _not_imported(files: list[SourceFile], written: list[str]) -> list[dict]:
@@ -361,7 +361,7 @@ def _read_headers(paths: list[Path], files: list[SourceFile], phi: set[str], key
                   join: str, without_region: str, allow_burned_in: bool) -> None:
     """Read every header (no pixels); apply the region policy; skip duplicate instances."""
     for p, sf in zip(paths, files):
-        _read_header(p, sf, phi, join, keep_pixels=False)
+        read_header(p, sf, phi, join, keep_pixels=False)
         if sf.key:
             sf.subject = pseudonym(key, sf.key)
         if sf.status == "pending" and sf.region is None:
@@ -420,14 +420,14 @@ def _decode_all(paths: list[Path], files: list[SourceFile], tmp: Path, join: str
     for p, sf in zip(paths, files):
         if sf.status != "pending":
             continue
-        ds = _read_header(p, SourceFile(sf.file_id, sf.rel), set(), join, keep_pixels=True)
+        ds = read_header(p, SourceFile(sf.file_id, sf.rel), set(), join, keep_pixels=True)
         if ds is None:
             sf.skip("read_error", "the file changed during the import")
             continue
         try:
-            with _library_call():
-                kept = _decode_frames(ds, sf, frames, without_region, allow_unsafe_regions)
-        except _Skip as e:
+            with library_call():
+                kept = decode_frames(ds, sf, frames, without_region, allow_unsafe_regions)
+        except SkipImage as e:
             sf.skip(e.reason, e.detail)
             continue
         except Exception as e:  # noqa: BLE001 - a bad file must not stop the import
@@ -437,7 +437,7 @@ def _decode_all(paths: list[Path], files: list[SourceFile], tmp: Path, join: str
         _flag_text_risks(sf, kept[0][3])
         for idx, gray, box, method in kept:
             n += 1
-            data = _png_bytes(gray)
+            data = png_bytes(gray)
             t = tmp / f"{sf.file_id}_{idx}.png"
             t.write_bytes(data)
             sf.images.append({"frame": idx, "tmp": t, "sha": hashlib.sha256(data).hexdigest(),

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from phyllodes.data.sources.dicom.guard import _library_call
+from phyllodes.data.sources.dicom.guard import library_call
 from phyllodes.data.sources.dicom.headers import Region, SourceFile
-from phyllodes.data.sources.dicom.vocabulary import FRAME_CHOICES, _Skip
+from phyllodes.data.sources.dicom.vocabulary import FRAME_CHOICES, SkipImage
 
 
 def _luma(rgb: np.ndarray, maxval: float) -> np.ndarray:
@@ -99,7 +99,7 @@ def parse_frames(frames: str) -> tuple[str, int]:
         return "every", int(m.group(1))
     raise ValueError(f"--frames {frames!r}: use {FRAME_CHOICES} (e.g. every:5)")
 
-def _decode_frames(ds, sf: SourceFile, frames: str, without_region: str,
+def decode_frames(ds, sf: SourceFile, frames: str, without_region: str,
                    allow_unsafe_regions: bool = False
                    ) -> list[tuple[int, np.ndarray, tuple, str]]:
     """The kept frames of a file, cropped: (index, gray8, box (x0, y0, x1, y1), method)."""
@@ -123,7 +123,7 @@ def _decode_frames(ds, sf: SourceFile, frames: str, without_region: str,
         else:
             found = scan_area(gray)
             if found is None:
-                raise _Skip("no_scan_area_found")
+                raise SkipImage("no_scan_area_found")
             box, area = found
             gray = np.where(area, gray, 0).astype(np.uint8)  # black outside the scan
             method = "fallback_crop"
@@ -135,20 +135,20 @@ def _region_text(r: Region) -> str:
 
 def region_box(sf: SourceFile, w: int, h: int, allow: bool) -> tuple[int, int, int, int]:
     """The crop box (x1/y1 exclusive) of the file's region in a ``w`` x ``h`` frame. A region
-    wholly outside is skipped; one partly outside is refused (:class:`_Skip` naming how far
+    wholly outside is skipped; one partly outside is refused (:class:`SkipImage` naming how far
     and on which side) unless ``allow``, then clamped and flagged."""
     r = sf.region
     x0, y0 = max(0, r.x0), max(0, r.y0)
     x1, y1 = min(w - 1, r.x1), min(h - 1, r.y1)
     if x1 < x0 or y1 < y0:
-        raise _Skip("region_outside_image", f"{_region_text(r)} outside the {w}x{h} image")
+        raise SkipImage("region_outside_image", f"{_region_text(r)} outside the {w}x{h} image")
     over = {"left": -r.x0, "top": -r.y0, "right": r.x1 - (w - 1), "bottom": r.y1 - (h - 1)}
     over = {k: v for k, v in over.items() if v > 0}
     if over:
         detail = (f"{_region_text(r)} extends {max(over.values())} px outside the {w}x{h} "
                   "image (" + ", ".join(f"{k} edge by {v} px" for k, v in over.items()) + ")")
         if not allow:
-            raise _Skip("region_partly_outside_image", detail)
+            raise SkipImage("region_partly_outside_image", detail)
         sf.flag("region_clamped")
         sf.notes["region_clamped"] = detail + "; clamped to the image"
     return x0, y0, x1 + 1, y1 + 1
@@ -175,7 +175,7 @@ def text_band_rows(gray: np.ndarray, box: tuple[int, int, int, int], mark: int =
     return [(a, b) for a, b, n in out if n >= min_pixels]
 
 def _check_text_band(gray: np.ndarray, box: tuple, sf: SourceFile, allow: bool) -> None:
-    """Refuse (:class:`_Skip`) a region overlapping a burned-in text band, unless ``allow``:
+    """Refuse (:class:`SkipImage`) a region overlapping a burned-in text band, unless ``allow``:
     then flag it."""
     bands = text_band_rows(gray, box)
     if not bands:
@@ -183,12 +183,12 @@ def _check_text_band(gray: np.ndarray, box: tuple, sf: SourceFile, allow: bool) 
     detail = (f"{_region_text(sf.region)} overlaps the burned-in text band at rows "
               + " and ".join(f"{a}-{b}" for a, b in bands))
     if not allow:
-        raise _Skip("region_over_text_band", detail)
+        raise SkipImage("region_over_text_band", detail)
     sf.flag("region_over_text_band")
     sf.notes["region_over_text_band"] = detail
 
-def _png_bytes(gray: np.ndarray) -> bytes:
+def png_bytes(gray: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    with _library_call():
+    with library_call():
         Image.fromarray(gray).save(buf, format="PNG")
     return buf.getvalue()

@@ -16,14 +16,14 @@ from phyllodes.data.sources.dicom.vocabulary import (
     SUBJECT_HEX,
     SUBJECT_PREFIX,
     DicomImportError,
-    _cell,
+    cell_text,
 )
 
 log = logging.getLogger(__name__)
 
 def normalise_id(value: Any) -> str:
     """An id as compared: stripped, upper case; all-digit ids lose their leading zeros."""
-    s = _cell(value).strip().upper()
+    s = cell_text(value).strip().upper()
     if s.isdigit():
         s = s.lstrip("0") or "0"
     return s
@@ -50,12 +50,12 @@ def load_or_create_key(path: Path) -> bytes:
         return key
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = secrets.token_hex(32).encode()
-    _write_private(path, key + b"\n")
+    write_private(path, key + b"\n")
     log.info("created a new pseudonym key %s (keep it: the same key gives the same subject ids)",
              path)
     return key
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` readable by its owner only (0600)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -76,14 +76,14 @@ def git_tree_tracking(path: Path) -> Path | None:
         return root  # cannot ask git: assume tracked
     return None if r.returncode == 0 else root
 
-def _inside(path: Path, folder: Path) -> bool:
+def is_inside(path: Path, folder: Path) -> bool:
     a, b = Path(os.path.abspath(path)), Path(os.path.abspath(folder))
     return a == b or b in a.parents
 
 def check_private_path(path: Path, out: Path, what: str) -> list[str]:
     """Problems with a private file's place: inside the cohort folder, or tracked by git."""
     problems = []
-    if _inside(path, out):
+    if is_inside(path, out):
         problems.append(f"{what} {path} is inside the output folder {out}; the cohort must not "
                         "hold it: pass a path outside (default ~/.config/phyllodes/)")
     root = git_tree_tracking(path)

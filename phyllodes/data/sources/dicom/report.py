@@ -117,7 +117,7 @@ def _sheet_lines(s: dict, most: int = 10) -> list[str]:
                    + (f" and {len(alone) - most} more" if len(alone) > most else ""))
     return out
 
-def _report_md(name: str, s: dict) -> str:
+def report_md(name: str, s: dict) -> str:
     c = s["counts"]
     o = s["options"]
     L = [f"# Import report: {name}", "",

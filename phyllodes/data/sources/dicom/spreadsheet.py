@@ -15,13 +15,13 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from phyllodes.data.sources.dicom.identifiers import _ACC_RE, _DATE_LIKE, _ID_RE, _SHEET_PHI_RE
+from phyllodes.data.sources.dicom.identifiers import ACC_RE, DATE_LIKE, ID_RE, SHEET_PHI_RE
 from phyllodes.data.sources.dicom.pseudonyms import normalise_id
 from phyllodes.data.sources.dicom.vocabulary import (
     DEFAULT_MISSING,
     RESERVED_COLUMNS,
     DicomImportError,
-    _cell,
+    cell_text,
 )
 
 
@@ -183,7 +183,7 @@ def _value_map(v: Any, where: str, p: list[str]) -> dict[str, str | None] | None
     if not isinstance(v, dict):
         p.append(f"{where} must map spreadsheet values to kept values, e.g. {{Benign: benign}}")
         return None
-    return {_cell(k).casefold(): (None if x is None else str(x)) for k, x in v.items()}
+    return {cell_text(k).casefold(): (None if x is None else str(x)) for k, x in v.items()}
 
 REFERENCE_SPEC_KEYS = ("type", "order", "positive_from", "aggregate", "label")
 
@@ -257,7 +257,7 @@ def _feature(name: str, kind: str, spec: Any, path: Path, p: list[str]) -> Featu
 SHEET_ROW = "sheet_row"
 
 def read_spreadsheet(path: Path | str, sheet: str | int = 0) -> pd.DataFrame:
-    """Every cell of a CSV/TSV or Excel sheet as stripped text (see :func:`_cell`), indexed
+    """Every cell of a CSV/TSV or Excel sheet as stripped text (see :func:`cell_text`), indexed
     by the row number a person sees (Excel's row, the CSV's line; the header is 1); empty rows
     are dropped."""
     path = Path(path)
@@ -278,7 +278,7 @@ def read_spreadsheet(path: Path | str, sheet: str | int = 0) -> pd.DataFrame:
         raise DicomImportError(f"clinical spreadsheet {path}", [
             f"{path}: give a .csv, .tsv or .xlsx file (save an old .xls as .xlsx or .csv)"])
     raw.columns = [str(c).strip() for c in raw.columns]
-    df = raw.map(_cell)
+    df = raw.map(cell_text)
     df.index = pd.Index(rows, name=SHEET_ROW)
     return df[(df != "").any(axis=1)] if len(df.columns) else df
 
@@ -359,7 +359,7 @@ def _fmt_number(x: float) -> str:
     y = float(f"{x:.10g}")
     return str(int(y)) if y.is_integer() else repr(y)
 
-def _to_float(s: str) -> float | None:
+def number_or_none(s: str) -> float | None:
     t = s.strip()
     if t.count(",") == 1 and "." not in t:
         t = t.replace(",", ".")
@@ -431,8 +431,8 @@ def _check_mapping_fits(df: pd.DataFrame, m: ColumnMapping, source: Path) -> Non
     p = [f"{m.path}: column '{c}' is not in {source.name}; its columns are {list(df.columns)}"
          for c in sorted(c for c in m.columns if c not in df.columns)]
     for f in m.features:
-        if f.column and (f.column in m.id_columns or _SHEET_PHI_RE.search(f.column)
-                         or _ID_RE.search(f.column) or _ACC_RE.search(f.column)):
+        if f.column and (f.column in m.id_columns or SHEET_PHI_RE.search(f.column)
+                         or ID_RE.search(f.column) or ACC_RE.search(f.column)):
             p.append(f"{m.path}: {f.kind}.{f.name} maps column '{f.column}', which looks like "
                      "an identifier (a name, id, address or physician); identifiers never "
                      "become features: remove it from the mapping")
@@ -494,13 +494,13 @@ def _row_value(rec: dict, f: Feature, miss: _Missing, where: str, p: list[str]) 
             return ""
         s = f.values[k] or ""
     if f.kind == "numeric" and s:
-        x = _to_float(s)
+        x = number_or_none(s)
         if x is None:
             p.append(f"{where}, column '{f.column}': not a number; write a number or one of the "
                      f"missing values {sorted(miss)}")
             return ""
         return _fmt_number(x * (f.scale if f.scale is not None else 1.0))
-    if f.kind == "categorical" and s and _DATE_LIKE.match(s):
+    if f.kind == "categorical" and s and DATE_LIKE.match(s):
         p.append(f"{where}, column '{f.column}': looks like a date; dates are never kept (use "
                  "from_dates for an age) — remove this feature from the mapping")
         return ""

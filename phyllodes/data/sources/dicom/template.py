@@ -11,18 +11,18 @@ import pandas as pd
 
 from phyllodes.data.sources.dicom.guard import OutputGuard
 from phyllodes.data.sources.dicom.identifiers import (
-    _ACC_RE,
-    _DATE_LIKE,
-    _ID_RE,
-    _PHI_RE,
+    ACC_RE,
+    DATE_LIKE,
+    ID_RE,
+    PHI_RE,
     Identifiers,
-    _name_tokens,
     contact_like,
     fold,
     name_words,
     person_name_like,
+    sheet_name_tokens,
 )
-from phyllodes.data.sources.dicom.spreadsheet import _to_float, read_spreadsheet
+from phyllodes.data.sources.dicom.spreadsheet import number_or_none, read_spreadsheet
 from phyllodes.data.sources.dicom.vocabulary import DEFAULT_MISSING
 
 _LABEL_RE = re.compile(r"(patholog|diagnos|label|classif|grade|histolog|outcome)", re.I)
@@ -85,8 +85,8 @@ def _guess_label(v: str) -> str | None:
 def mapping_template(df: pd.DataFrame, source: Path, join: str = "patient_id") -> str:
     """A commented mapping file guessed from the spreadsheet's header and values."""
     cols = list(df.columns)
-    acc_col = next((c for c in cols if _ACC_RE.search(c)), None)
-    pid_col = next((c for c in cols if _ID_RE.search(c) and c != acc_col), None)
+    acc_col = next((c for c in cols if ACC_RE.search(c)), None)
+    pid_col = next((c for c in cols if ID_RE.search(c) and c != acc_col), None)
     if join == "patient_id" and pid_col is None:
         pid_col = cols[0] if cols else "CHANGE_ME"
     if join == "accession" and acc_col is None:
@@ -94,7 +94,7 @@ def mapping_template(df: pd.DataFrame, source: Path, join: str = "patient_id") -
     id_cols = {pid_col, acc_col} - {None}
     label_col = next((c for c in cols if _LABEL_RE.search(c) and c not in id_cols), None)
     dates = [c for c in cols if c not in id_cols and c != label_col and
-             (_DATE_RE.search(c) or _mostly(df[c], lambda s: _DATE_LIKE.match(s) is not None))]
+             (_DATE_RE.search(c) or _mostly(df[c], lambda s: DATE_LIKE.match(s) is not None))]
     birth = next((c for c in dates if _BIRTH_RE.search(c)), None)
     exam = next((c for c in dates if c != birth and _EXAM_RE.search(c)), None)
     numeric, categorical, never = _classify_columns(
@@ -168,12 +168,12 @@ def _classify_columns(df: pd.DataFrame, cols: list[str]
     column is proposed as categorical only when its values look like categories
     (:func:`category_problem`)."""
     numeric, categorical, never = [], [], []
-    names = _name_tokens(df)
+    names = sheet_name_tokens(df)
     for c in cols:
-        if _PHI_RE.search(c) or _ID_RE.search(c) or _ACC_RE.search(c):
+        if PHI_RE.search(c) or ID_RE.search(c) or ACC_RE.search(c):
             never.append((c, "the header names an identifier or free text (a name, id, "
                              "address, physician, comment or note)"))
-        elif _mostly(df[c], lambda s: _to_float(s) is not None):
+        elif _mostly(df[c], lambda s: number_or_none(s) is not None):
             numeric.append(c)
         elif (why := category_problem(list(df[c]), names)) is None:
             categorical.append(c)

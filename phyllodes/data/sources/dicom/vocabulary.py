@@ -163,7 +163,7 @@ class DicomImportError(ValueError):
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"{what}:\n{lines}" if problems else what)
 
-def _cell(v: Any) -> str:
+def cell_text(v: Any) -> str:
     """A spreadsheet cell as text: '' when empty, dates as YYYY-MM-DD, whole floats as ints."""
     if v is None:
         return ""
@@ -186,7 +186,7 @@ def _cell(v: Any) -> str:
         return str(int(v)) if float(v).is_integer() else repr(float(v))
     return str(v).strip()
 
-class _Skip(Exception):
+class SkipImage(Exception):
     def __init__(self, reason: str, detail: str = ""):
         super().__init__(reason)
         self.reason, self.detail = reason, detail
