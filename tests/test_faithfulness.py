@@ -12,6 +12,7 @@ from torch import nn
 
 from phyllodes.evaluate import attribution
 from phyllodes.explain import maps
+from phyllodes.explain.results import Explanation, MapComparison, SanityCheck
 
 H = W = 16
 
@@ -139,14 +140,17 @@ def test_figure3_cases_follow_the_written_rule():
     prob = np.array([0.95, 0.7, 0.8, 0.6, 0.1, 0.3, 0.2, 0.55, 0.05, 0.45])
     y = np.array([1, 1, 1, 1, 0, 0, 0, 0, 1, 1])
     rows = np.arange(10) + 100
-    result = {"per_image": pd.DataFrame({"row": rows, "y": y, "prob": prob,
-                                         "fold": np.arange(10) % 2}),
-              "scorecam_rows": rows[::-1]}
+    empty = pd.DataFrame()
+    result = Explanation(per_image=pd.DataFrame({"row": rows, "y": y, "prob": prob,
+                                                 "fold": np.arange(10) % 2}),
+                         cams_gradcampp=np.zeros((0, 4, 4)), cam_rows=rows[:0],
+                         cams_scorecam=np.zeros((10, 4, 4)), scorecam_rows=rows[::-1],
+                         ablation=empty, importance=empty, faithfulness=empty)
     ex = cam_examples(result, per_outcome=1)
     # TP probabilities 0.95, 0.7, 0.8, 0.6 (median 0.75): 0.7 and 0.8 tie, the lower row wins
     assert ex["outcome"].tolist() == ["TP", "TN", "FP", "FN"]
     assert ex["row"].tolist() == [101, 106, 107, 108]
-    assert (ex["position"] == [np.flatnonzero(result["scorecam_rows"] == r)[0]
+    assert (ex["position"] == [np.flatnonzero(result.scorecam_rows == r)[0]
                                for r in ex["row"]]).all()
     assert len(cam_examples(result, per_outcome=3)) == 3 + 3 + 1 + 2
 
@@ -157,9 +161,10 @@ def test_the_sanity_check_passes_or_fails_on_each_fold():
     def check(fold, rho):
         rho = np.asarray(rho, float)
         ok = rho[np.isfinite(rho)]
-        return {"fold": fold, "spearman": rho, "spearman_mean": ok.mean(),
-                "spearman_median": np.median(ok), "abs_spearman_mean": np.abs(ok).mean(),
-                "n_constant": int((~np.isfinite(rho)).sum())}
+        cams = np.zeros((len(rho), 2, 2))
+        return SanityCheck("model randomisation", fold, np.arange(len(rho)), MapComparison(
+            cams, cams, rho, float(ok.mean()), float(np.median(ok)), float(np.abs(ok).mean()),
+            int((~np.isfinite(rho)).sum())))
     t = table6d_sanity_checks([check(0, [0.1, -0.2, np.nan]), check(1, [0.9, 0.8])])
     assert t["check"].tolist() == ["passes", "fails"]
     assert t["constant_maps"].tolist() == [1, 0] and t["images"].tolist() == [3, 2]
@@ -193,10 +198,13 @@ def test_sanity_table_reads_both_tests_and_flags_constant_maps():
     same = maps.map_agreement(a, a + 1e-3 * rng.random((6, 8, 8)))
     other = maps.map_agreement(a, rng.random((6, 8, 8)))
     flat = maps.map_agreement(a, np.concatenate([np.ones((4, 8, 8)), rng.random((2, 8, 8))]))
-    assert same["abs_spearman_mean"] > 0.9 and other["abs_spearman_mean"] < 0.5
-    assert flat["n_constant"] == 4
-    t = table6d_sanity_checks([{**other, "fold": 0}, {**flat, "fold": 1}],
-                              [{**same, "fold": 0, "permuted_model_auc": 0.52}])
+    assert same.abs_spearman_mean > 0.9 and other.abs_spearman_mean < 0.5
+    assert flat.n_constant == 4
+    rows = np.arange(6)
+    t = table6d_sanity_checks(
+        [SanityCheck("model randomisation", 0, rows, other),
+         SanityCheck("model randomisation", 1, rows, flat)],
+        [SanityCheck("data randomisation", 0, rows, same, permuted_model_auc=0.52)])
     assert t["test"].tolist() == ["model randomisation"] * 2 + ["data randomisation"]
     assert t["check"].tolist() == ["passes", "passes", "fails"]
     assert "weak evidence" in t["reading"].iloc[1] and "weak" not in t["reading"].iloc[0]

@@ -22,7 +22,7 @@ from phyllodes.data.images import ImageSet, to_float
 from phyllodes.evaluate import attribution
 from phyllodes.evaluate.metrics import subject_auc
 from phyllodes.explain import maps as explain
-from phyllodes.explain.results import CamPanel
+from phyllodes.explain.results import CamPanel, Explanation, SanityCheck
 from phyllodes.models.network import PhyllodesNet, predict_proba
 from phyllodes.study import Study
 from phyllodes.train.runs import load_run_model
@@ -76,7 +76,7 @@ def baselines(study: Study, fm: FoldModel, images: ImageSet) -> tuple[np.ndarray
 def explain_folds(study: Study, folds: list[FoldModel], images: ImageSet,
                   scorecam_images: int | None = 40, n_repeats: int = 10,
                   cam_batch_size: int = 64, seed: int = 0, faithfulness: bool = True
-                  ) -> dict[str, pd.DataFrame]:
+                  ) -> Explanation:
     """CAMs and, for multimodal models, Shapley shares, ablation AUCs and clinical feature
     importance, pooled over folds (an image-only model gets CAMs only). ``faithfulness``: also
     the deletion curves of every map and of two maps without model information
@@ -117,14 +117,13 @@ def explain_folds(study: Study, folds: list[FoldModel], images: ImageSet,
                                                      n_repeats=n_repeats, seed=seed + fm.fold)
             importances.append(imp.assign(fold=fm.fold, n_test=len(rows)))
     per_img = pd.concat(per_img, ignore_index=True)
-    return {
-        "per_image": per_img,
-        "cams_gradcampp": np.concatenate(cams_gpp), "cam_rows": np.concatenate(rows_all),
-        "cams_scorecam": np.concatenate(cams_sc), "scorecam_rows": np.concatenate(sc_rows),
-        "ablation": pd.DataFrame(ablations),
-        "importance": pd.concat(importances, ignore_index=True) if importances else pd.DataFrame(),
-        "faithfulness": pd.concat(faithful, ignore_index=True) if faithful else pd.DataFrame(),
-    }
+    return Explanation(
+        per_image=per_img,
+        cams_gradcampp=np.concatenate(cams_gpp), cam_rows=np.concatenate(rows_all),
+        cams_scorecam=np.concatenate(cams_sc), scorecam_rows=np.concatenate(sc_rows),
+        ablation=pd.DataFrame(ablations),
+        importance=pd.concat(importances, ignore_index=True) if importances else pd.DataFrame(),
+        faithfulness=pd.concat(faithful, ignore_index=True) if faithful else pd.DataFrame())
 
 
 def faithfulness_curves(study: Study, fm: FoldModel, images: ImageSet, x: torch.Tensor,
@@ -157,12 +156,12 @@ def faithfulness_curves(study: Study, fm: FoldModel, images: ImageSet, x: torch.
     return pd.concat(frames, ignore_index=True)
 
 
-def cam_examples(result: dict, per_outcome: int, seed: int = 0) -> pd.DataFrame:
+def cam_examples(result: Explanation, per_outcome: int, seed: int = 0) -> pd.DataFrame:
     """Figure 3's cases, by a written rule: of the Score-CAM images of each outcome (TP, TN,
     FP, FN at probability 0.5), the ``per_outcome`` whose probability is nearest the group's
     median probability (its typical case, neither the most nor the least confident), ties by
     cohort row. ``seed`` is kept for callers; the rule draws nothing."""
-    pi = result["per_image"].set_index("row").loc[result["scorecam_rows"]].reset_index()
+    pi = result.per_image.set_index("row").loc[result.scorecam_rows].reset_index()
     pi["position"] = np.arange(len(pi))
     pi["outcome"] = attribution.outcome_groups(pi["y"], pi["prob"])
     parts = []
@@ -175,26 +174,27 @@ def cam_examples(result: dict, per_outcome: int, seed: int = 0) -> pd.DataFrame:
     return pd.concat(parts).reset_index(drop=True) if parts else pi.iloc[:0]
 
 
-def scorecam_panel(result: dict, images: ImageSet, per_outcome: int, seed: int = 0
+def scorecam_panel(result: Explanation, images: ImageSet, per_outcome: int, seed: int = 0
                    ) -> CamPanel:
     """Figure 3's cases (:func:`cam_examples`): Score-CAM images of TP, TN, FP and FN, with
     their fold and probability, the lesion outline and the peri-lesional band of Table 6c."""
     ex = cam_examples(result, per_outcome, seed=seed)
-    rows = torch.as_tensor(result["scorecam_rows"][ex["position"]])
+    rows = torch.as_tensor(result.scorecam_rows[ex["position"]])
     imgs = images.images[rows, 0].float().div(255).numpy()
     masks = None if images.masks is None else (images.masks[rows, 0] > 0).numpy()
     bands = None if masks is None else np.stack([attribution.peri_lesional_band(m)
                                                  for m in masks])
     titles = [f"{o} · p={p:.2f} · fold {f}" for o, p, f in zip(ex["outcome"], ex["prob"],
                                                                  ex["fold"])]
-    return CamPanel(imgs, result["cams_scorecam"][ex["position"]], titles, masks, bands)
+    return CamPanel(imgs, result.cams_scorecam[ex["position"]], titles, masks, bands)
 
 
-def randomisation_for_fold(study: Study, fm: FoldModel, images: ImageSet, seed: int = 0) -> dict:
+def randomisation_for_fold(study: Study, fm: FoldModel, images: ImageSet, seed: int = 0
+                           ) -> SanityCheck:
     """Model-randomisation check (Grad-CAM++) on one fold's test images."""
     x, c, rows = fold_inputs(study, fm, images, "test")
-    out = explain.randomisation_check(fm.model, x, c, method="gradcam++", seed=seed)
-    return {**out, "fold": fm.fold, "rows": rows}
+    maps = explain.randomisation_check(fm.model, x, c, method="gradcam++", seed=seed)
+    return SanityCheck("model randomisation", fm.fold, rows, maps)
 
 
 #: The model-randomisation check passes when the maps of the trained and the re-initialised
@@ -203,7 +203,7 @@ RANDOMISATION_PASS = 0.5
 
 
 def randomisation_all_folds(study: Study, folds: list[FoldModel], images: ImageSet,
-                            seed: int = 0) -> list[dict]:
+                            seed: int = 0) -> list[SanityCheck]:
     """:func:`randomisation_for_fold` of every fold."""
     return [randomisation_for_fold(study, fm, images, seed=seed) for fm in folds]
 
@@ -223,7 +223,7 @@ def permuted_label_study(study: Study, seed: int = 0) -> Study:
 
 
 def data_randomisation(study: Study, folds: list[FoldModel], permuted: list[FoldModel],
-                       images: ImageSet, checks: list[dict]) -> list[dict]:
+                       images: ImageSet, checks: list[SanityCheck]) -> list[SanityCheck]:
     """The data-randomisation sanity check (Adebayo et al. 2018) on every fold: the fold's
     model trained on permuted labels (``permuted``: :func:`fold_models` of the finished runs
     of :func:`permuted_label_study`, same specs and folds), its Grad-CAM++ maps of the fold's
@@ -233,19 +233,20 @@ def data_randomisation(study: Study, folds: list[FoldModel], permuted: list[Fold
     truth = study.cohort.images
     out = []
     for fm, pm, check in zip(folds, permuted, checks, strict=True):
-        if not (pm.fold == fm.fold == check["fold"] and pm.spec == fm.spec):
+        if not (pm.fold == fm.fold == check.fold and pm.spec == fm.spec):
             raise ValueError(f"permuted-label run of fold {pm.fold} ({pm.spec.label}) is not "
                              f"the model of fold {fm.fold} ({fm.spec.label})")
         x, c, rows = fold_inputs(study, pm, images, "test")
-        if not np.array_equal(rows, check["rows"]):
+        if not np.array_equal(rows, check.rows):
             raise ValueError(f"fold {fm.fold}: the permuted model's test images are not the "
                              "real model's")
         cams = explain.compute_cams(pm.model, x, c, method="gradcam++")
         prob = predict_proba(pm.model, x, c)
         auc = subject_auc(truth["subject_id"].to_numpy()[rows], truth["y"].to_numpy()[rows],
                           prob)
-        out.append({**explain.map_agreement(check["cams_trained"], cams), "fold": fm.fold,
-                    "rows": rows, "cams_permuted": cams, "permuted_model_auc": auc})
+        out.append(SanityCheck("data randomisation", fm.fold, rows,
+                               explain.map_agreement(check.maps.cams_trained, cams),
+                               permuted_model_auc=auc))
     return out
 
 
@@ -257,8 +258,8 @@ def table6d_caption(with_data_randomisation: bool) -> str:
             f"maps of the re-initialised encoder (model randomisation){data}")
 
 
-def table6d_sanity_checks(checks: list[dict], data_checks: list[dict] | None = None
-                          ) -> pd.DataFrame:
+def table6d_sanity_checks(checks: list[SanityCheck],
+                          data_checks: list[SanityCheck] | None = None) -> pd.DataFrame:
     """The sanity checks (Adebayo et al. 2018) of every fold: the rank correlation of each test
     image's Grad-CAM++ map with the map of the same model after its encoder is re-initialised
     (model randomisation, ``checks``) and with the map of the model trained on permuted labels
@@ -267,47 +268,46 @@ def table6d_sanity_checks(checks: list[dict], data_checks: list[dict] | None = N
     encoder learned from the labels). ``constant_maps`` counts the pairs with a constant map
     (no rank correlation): many of them make a pass weak evidence, and the reading says so."""
     rows = []
-    tests = (("model randomisation", checks, "the encoder's weights are randomised"),
-             ("data randomisation", data_checks or [], "the model is trained on permuted "
-                                                       "labels"))
-    for test, results, what in tests:
-        for r in results:
-            n = len(r["spearman"])
-            passes = bool(np.isfinite(r["abs_spearman_mean"])
-                          and r["abs_spearman_mean"] < RANDOMISATION_PASS)
-            if passes:
-                reading = f"the maps change when {what}"
-            elif np.isfinite(r["abs_spearman_mean"]):
-                reading = (f"the maps barely change when {what}: they reflect the "
-                           "architecture or the input, not what was learned")
-            else:
-                reading = "no image has two non-constant maps: the check cannot be read"
-            if passes and r["n_constant"] > n / 2:
-                reading += (f" (but {r['n_constant']} of {n} pairs have a constant map and no "
-                            "rank correlation: weak evidence)")
-            rows.append({"test": test, "fold": r["fold"], "images": n,
-                         "spearman_mean": r["spearman_mean"],
-                         "spearman_median": r["spearman_median"],
-                         "abs_spearman_mean": r["abs_spearman_mean"],
-                         "constant_maps": r["n_constant"],
-                         "permuted_model_auc": r.get("permuted_model_auc", np.nan),
-                         "check": "passes" if passes else "fails", "reading": reading})
+    what = {"model randomisation": "the encoder's weights are randomised",
+            "data randomisation": "the model is trained on permuted labels"}
+    for check in [*checks, *(data_checks or [])]:
+        r = check.maps
+        n = len(r.spearman)
+        passes = bool(np.isfinite(r.abs_spearman_mean)
+                      and r.abs_spearman_mean < RANDOMISATION_PASS)
+        if passes:
+            reading = f"the maps change when {what[check.test]}"
+        elif np.isfinite(r.abs_spearman_mean):
+            reading = (f"the maps barely change when {what[check.test]}: they reflect the "
+                       "architecture or the input, not what was learned")
+        else:
+            reading = "no image has two non-constant maps: the check cannot be read"
+        if passes and r.n_constant > n / 2:
+            reading += (f" (but {r.n_constant} of {n} pairs have a constant map and no "
+                        "rank correlation: weak evidence)")
+        rows.append({"test": check.test, "fold": check.fold, "images": n,
+                     "spearman_mean": r.spearman_mean,
+                     "spearman_median": r.spearman_median,
+                     "abs_spearman_mean": r.abs_spearman_mean,
+                     "constant_maps": r.n_constant,
+                     "permuted_model_auc": check.permuted_model_auc,
+                     "check": "passes" if passes else "fails", "reading": reading})
     return pd.DataFrame(rows)
 
 
-def randomised_maps_panel(check: dict, images: ImageSet, n: int = 4) -> CamPanel:
+def randomised_maps_panel(check: SanityCheck, images: ImageSet, n: int = 4) -> CamPanel:
     """The first ``n`` test images of one fold's check (:func:`randomisation_for_fold`), each
     twice: its Grad-CAM++ map as trained, then with the encoder re-initialised."""
-    k = min(n, len(check["rows"]))
-    rows = torch.as_tensor(check["rows"][:k])
+    k = min(n, len(check.rows))
+    rows = torch.as_tensor(check.rows[:k])
     imgs = images.images[rows, 0].float().div(255).numpy()
-    pair = np.stack([check["cams_trained"][:k], check["cams_random"][:k]], axis=1)
-    titles = [t for i in range(k) for t in (f"fold {check['fold']} · trained",
-                                            f"randomised · ρ={check['spearman'][i]:.2f}")]
+    pair = np.stack([check.maps.cams_trained[:k], check.maps.cams_other[:k]], axis=1)
+    titles = [t for i in range(k) for t in (f"fold {check.fold} · trained",
+                                            f"randomised · ρ={check.maps.spearman[i]:.2f}")]
     return CamPanel(np.repeat(imgs, 2, axis=0), pair.reshape(2 * k, *pair.shape[2:]), titles)
 
 
-def table6_cam_validation(study: Study, result: dict, images: ImageSet,
+def table6_cam_validation(study: Study, result: Explanation, images: ImageSet,
                           randomisation_spearman: float | None = None,
                           grid: tuple[int, int] | None = None) -> pd.DataFrame:
     """Map validation for Grad-CAM++ (all test images) and Score-CAM (its subset), and the
@@ -323,15 +323,16 @@ def table6_cam_validation(study: Study, result: dict, images: ImageSet,
     return out
 
 
-def table6b_cam_faithfulness(result: dict, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+def table6b_cam_faithfulness(result: Explanation, n_boot: int = 1000, seed: int = 0
+                             ) -> pd.DataFrame:
     """Whether each CAM method reflects what its fold model uses (deletion curves against a
     random map and a centre prior, :func:`phyllodes.evaluate.attribution.faithfulness_table`)."""
-    if result["faithfulness"].empty:
+    if result.faithfulness.empty:
         return pd.DataFrame([{"map": "none", "note": "faithfulness not computed"}])
-    return attribution.faithfulness_table(result["faithfulness"], n_boot=n_boot, seed=seed)
+    return attribution.faithfulness_table(result.faithfulness, n_boot=n_boot, seed=seed)
 
 
-def table6c_cam_anatomy(study: Study, result: dict, images: ImageSet,
+def table6c_cam_anatomy(study: Study, result: Explanation, images: ImageSet,
                         width: float = attribution.BAND_WIDTH,
                         n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Where each CAM method puts its energy — lesion, peri-lesional band (the mask dilated by
@@ -342,10 +343,10 @@ def table6c_cam_anatomy(study: Study, result: dict, images: ImageSet,
         return pd.DataFrame([{"method": name, "outcome": "all", "note": f"cohort {study.name} "
                               "has no lesion masks (mask_path): no region can be measured"}
                              for name in ("Grad-CAM++", "Score-CAM")])
-    pi = result["per_image"].set_index("row")
+    pi = result.per_image.set_index("row")
     frames = []
-    for name, cams, rows in (("Grad-CAM++", result["cams_gradcampp"], result["cam_rows"]),
-                             ("Score-CAM", result["cams_scorecam"], result["scorecam_rows"])):
+    for name, cams, rows in (("Grad-CAM++", result.cams_gradcampp, result.cam_rows),
+                             ("Score-CAM", result.cams_scorecam, result.scorecam_rows)):
         masks = (images.masks[torch.as_tensor(rows), 0] > 0).numpy()
         outcome = attribution.outcome_groups(pi.loc[rows, "y"], pi.loc[rows, "prob"])
         t = attribution.anatomy_table(cams, masks, outcome, pi.loc[rows, "subject_id"],
@@ -355,17 +356,17 @@ def table6c_cam_anatomy(study: Study, result: dict, images: ImageSet,
     return out[["method", *[c for c in out.columns if c != "method"]]]
 
 
-def _cam_validation(study: Study, result: dict, images: ImageSet) -> pd.DataFrame:
+def _cam_validation(study: Study, result: Explanation, images: ImageSet) -> pd.DataFrame:
     if images.masks is None:
         return pd.DataFrame([{"method": name, "group": "all", "n": int(len(rows)),
                               "note": f"cohort {study.name} has no lesion masks (mask_path): "
                                       "the maps cannot be validated"}
-                             for name, rows in (("Grad-CAM++", result["cam_rows"]),
-                                                ("Score-CAM", result["scorecam_rows"]))])
-    correct = result["per_image"].set_index("row")["correct"]
+                             for name, rows in (("Grad-CAM++", result.cam_rows),
+                                                ("Score-CAM", result.scorecam_rows))])
+    correct = result.per_image.set_index("row")["correct"]
     frames = []
-    for name, cams, rows in (("Grad-CAM++", result["cams_gradcampp"], result["cam_rows"]),
-                             ("Score-CAM", result["cams_scorecam"], result["scorecam_rows"])):
+    for name, cams, rows in (("Grad-CAM++", result.cams_gradcampp, result.cam_rows),
+                             ("Score-CAM", result.cams_scorecam, result.scorecam_rows)):
         masks = (images.masks[torch.as_tensor(rows), 0] > 0).numpy()
         t = attribution.cam_validation_table(cams, masks, correct.loc[rows].to_numpy(),
                                          tolerance_px=max(1, images.images.shape[-1] // 32))

@@ -37,6 +37,7 @@ from scipy import stats as sstats
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
+from phyllodes.explain.results import MapComparison
 from phyllodes.models import families
 from phyllodes.models.network import predict_logits
 
@@ -332,7 +333,7 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 def randomisation_check(model: nn.Module, images: ArrayLike, clinical: ArrayLike | None = None,
                         method: str = "gradcam++", batch_size: int = 32, seed: int = 0,
-                        **cam_kwargs) -> dict:
+                        **cam_kwargs) -> MapComparison:
     """Model-parameter randomisation test (Adebayo et al., 2018) for the image encoder.
 
     CAMs of the trained model are compared with those of :func:`randomise_encoder` (same head,
@@ -340,9 +341,8 @@ def randomisation_check(model: nn.Module, images: ArrayLike, clinical: ArrayLike
     Low correlation means the maps depend on the learned weights; a high one that they reflect
     the architecture or the input (e.g. edges) rather than what the model learned.
 
-    Returns ``spearman`` (per image; NaN where a map is constant), ``spearman_mean``,
-    ``spearman_median``, ``abs_spearman_mean``, ``n_constant`` and both sets of maps
-    (``cams_trained``, ``cams_random``).
+    Returns the :class:`~phyllodes.explain.results.MapComparison` of the trained maps with the
+    re-initialised encoder's (``cams_other``).
     """
     cams_t = compute_cams(model, images, clinical, method=method, batch_size=batch_size,
                           **cam_kwargs)
@@ -353,22 +353,22 @@ def randomisation_check(model: nn.Module, images: ArrayLike, clinical: ArrayLike
         cam_kwargs = dict(cam_kwargs, layers=[lookup[names[id(m)]] for m in cam_kwargs["layers"]])
     cams_r = compute_cams(rand, images, clinical, method=method, batch_size=batch_size,
                           **cam_kwargs)
-    return {**map_agreement(cams_t, cams_r), "cams_trained": cams_t, "cams_random": cams_r}
+    return map_agreement(cams_t, cams_r)
 
 
-def map_agreement(cams_a: np.ndarray, cams_b: np.ndarray) -> dict:
+def map_agreement(cams_a: np.ndarray, cams_b: np.ndarray) -> MapComparison:
     """How alike two sets of maps of the same images are: the Spearman rank correlation of
-    each pair of flattened maps (``spearman``; NaN where a map is constant), its mean, median
-    and mean absolute value over the pairs that have one, and ``n_constant``."""
+    each pair of flattened maps (NaN where a map is constant), its mean, median and mean
+    absolute value over the pairs that have one, and how many have none."""
     rho = np.array([_spearman(a, b) for a, b in zip(cams_a, cams_b)])
     valid = rho[np.isfinite(rho)]
-    return {
-        "spearman": rho,
-        "spearman_mean": float(valid.mean()) if valid.size else float("nan"),
-        "spearman_median": float(np.median(valid)) if valid.size else float("nan"),
-        "abs_spearman_mean": float(np.abs(valid).mean()) if valid.size else float("nan"),
-        "n_constant": int((~np.isfinite(rho)).sum()),
-    }
+    nan = float("nan")
+    return MapComparison(
+        cams_trained=cams_a, cams_other=cams_b, spearman=rho,
+        spearman_mean=float(valid.mean()) if valid.size else nan,
+        spearman_median=float(np.median(valid)) if valid.size else nan,
+        abs_spearman_mean=float(np.abs(valid).mean()) if valid.size else nan,
+        n_constant=int((~np.isfinite(rho)).sum()))
 
 
 # --------------------------------------------------------------------------- modality contribution

@@ -14,6 +14,7 @@ import pandas as pd
 from phyllodes import progress
 from phyllodes.data.images import ImageSet
 from phyllodes.evaluate.comparisons import pooled_subject_test
+from phyllodes.explain.results import Explanation
 from phyllodes.report import style
 
 
@@ -28,28 +29,28 @@ def subject_risks(preds: pd.DataFrame) -> pd.DataFrame:
     return s.pivot_table(index="subject_id", columns="model_label", values="prob")
 
 
-def example_subject(result: dict, seed: int = 0) -> str:
+def example_subject(result: Explanation, seed: int = 0) -> str:
     """A subject to show when no one can pick: a correctly classified positive if any."""
-    pi = result["per_image"]
+    pi = result.per_image
     pick = pi[(pi["y"] == 1) & pi["correct"]]
     pick = pick if len(pick) else pi
     return str(pick.sample(1, random_state=seed)["subject_id"].iloc[0])
 
 
-def subject_panel(study, result: dict, images: ImageSet, risks: pd.DataFrame,
+def subject_panel(study, result: Explanation, images: ImageSet, risks: pd.DataFrame,
                   subject_id: str):
     """A figure of one test subject: each image as the model sees it (ROI crop) with its
     Grad-CAM++ map and lesion outline, then its clinical values and every model's risk."""
     cohort = study.cohort
     rows = np.flatnonzero(cohort.images["subject_id"].to_numpy() == subject_id)
-    cam_pos = {int(r): i for i, r in enumerate(result["cam_rows"])}
+    cam_pos = {int(r): i for i, r in enumerate(result.cam_rows)}
     rows = [r for r in rows if r in cam_pos][:4]
     n = max(1, len(rows))
     fig, axes = style.figure(style.DOUBLE, 2.6, 1, n + 1, squeeze=False,
                              gridspec_kw={"width_ratios": [1] * n + [1.3]})
     for ax, r in zip(axes[0, :n], rows):
         ax.imshow(images.images[r, 0].numpy(), cmap="gray", vmin=0, vmax=255)
-        ax.imshow(result["cams_gradcampp"][cam_pos[r]], cmap="inferno", alpha=0.4, vmin=0,
+        ax.imshow(result.cams_gradcampp[cam_pos[r]], cmap="inferno", alpha=0.4, vmin=0,
                   vmax=1)
         if images.masks is not None and images.masks[r, 0].any():
             ax.contour(images.masks[r, 0].numpy() > 0, levels=[0.5], colors=style.PALETTE[2],
@@ -72,13 +73,13 @@ def subject_panel(study, result: dict, images: ImageSet, risks: pd.DataFrame,
     return fig
 
 
-def explorer(study, result: dict, images: ImageSet, risks: pd.DataFrame):
+def explorer(study, result: Explanation, images: ImageSet, risks: pd.DataFrame):
     """A dropdown of the test subjects; picking one redraws :func:`subject_panel`."""
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
     from IPython.display import display
 
-    subjects = sorted(result["per_image"]["subject_id"].astype(str).unique())
+    subjects = sorted(result.per_image["subject_id"].astype(str).unique())
     pick = widgets.Dropdown(options=subjects, value=example_subject(result),
                             description="subject")
     out = widgets.Output()

@@ -55,9 +55,16 @@ def _auc(table, variant: str) -> str:
 
 def results_markdown() -> str:
     """The bundled cohort's results, every number read from the committed tables."""
-    from phyllodes.report.tables import CONCAT, RECIPE_LATE
-    t3, tests = _csv("table3_modality_comparison"), _csv("table3b_modality_tests")
-    t3c, tests_all = _csv("table3c_modality_comparison_all"), _csv("table3d_modality_tests_all")
+    bullets = [*_modality_bullets(), *reader_bullets(), _with_every_column_bullet(),
+               _encoder_bullet(), _share_bullet(), _maps_bullet(), *explanation_bullets(),
+               _recipe_bullet(), *external_bullets()]
+    return ("\n".join(_table3_rows()) + "\n\nWhat the tables say, plainly:\n\n"
+            + "\n".join(bullets))
+
+
+def _table3_rows() -> list[str]:
+    """Table 3 as the README shows it, with the pooled AUC on clinical inputs 'all' beside."""
+    t3, t3c = _csv("table3_modality_comparison"), _csv("table3c_modality_comparison_all")
     rows = ["| model (Table 3, clinical inputs 'paper') | pooled AUC [95% CI] | fold mean ± SD "
             "| paper (MGH phyllodes, not comparable) | pooled AUC with clinical inputs 'all' |",
             "| --- | --- | --- | --- | --- |"]
@@ -69,27 +76,21 @@ def results_markdown() -> str:
                  "image baseline" not in r["modality"] else "(same: no clinical input)")
         rows.append(f"| {r['modality']}: `{r['model']}` | {r['AUC (pooled, 95% CI)']} | "
                     f"{r['AUC (fold mean ± SD)']} | {paper} | {other} |")
+    return rows
+
+
+def _modality_bullets() -> list[str]:
+    """The image branch against its probe, the multimodal model against each modality and the
+    simple baselines (Table 3, 3b and the unimodal tests), each against the study's aim."""
+    t3, tests = _csv("table3_modality_comparison"), _csv("table3b_modality_tests")
     labels = t3.set_index("modality")["model"]
     auc = t3.set_index("modality")["AUC (pooled, 95% CI)"]
-    auc_all = t3c.set_index("modality")["AUC (pooled, 95% CI)"]
+    est = {k: float(v.split()[0]) for k, v in auc.items()}
     d_lf, p_lf = _test(tests, labels["late fusion of the two baselines"])
     d_img, p_img = _test(tests, labels["image"])
     d_lr, p_lr = _test(tests, labels["clinical baseline: logreg"])
-    d_lr_all, p_lr_all = _test(tests_all, labels["clinical baseline: logreg"])
-    t2 = _csv("table2_encoder_comparison")
-    encoders = "; ".join(f"{r['encoder']} {r['AUC-ROC (pooled, 95% CI)']}"
-                         for _, r in t2.iterrows())
-    t2b = _csv("table2b_encoder_tests")
-    enc_p = ", ".join(_p(x) for x in t2b["delong_p"])
-    share = _csv("table7_modality_share")["value"].iloc[0]
-    cam = _csv("table6_cam_validation")
-    g = cam[(cam["method"] == "Grad-CAM++") & (cam["group"] == "all")].iloc[0]
-    sc = cam[(cam["method"] == "Score-CAM") & (cam["group"] == "all")].iloc[0]
-    ab = _csv("table9_image_recipe_ablation").set_index("variant")
-    abm = _csv("table9b_multimodal_recipe_ablation").set_index("variant")
-    est = {k: float(v.split()[0]) for k, v in auc.items()}
-    var = {k: _auc(ab, ablation_label(k))
-           for k in ("frozen_bn", "lp_init", "tap", "roi_margin", "tta_views")}
+    d_probe, p_probe = _test(_csv("table_unimodal_baselines_tests"),
+                             labels["image baseline: linear probe"])
     probe_verb = "beats" if est["image"] > est["image baseline: linear probe"] else \
         "does NOT beat"
     goal = reported.STUDY_TARGETS
@@ -97,12 +98,7 @@ def results_markdown() -> str:
         else "does not reach"
     image_target = "reaches, in its point estimate," if est["image"] >= goal["image_auc"] else \
         "does not reach"
-    uni = _csv("table_unimodal_baselines_tests")
-    d_probe, p_probe = _test(uni, labels["image baseline: linear probe"])
-    gain_all = ("a significant gain" if _pval(tests_all, labels["clinical baseline: logreg"])
-                < 0.05 else "no measurable gain")
-    lift = float(g["energy_lift"])
-    bullets = [
+    return [
         f"- **The image branch {probe_verb} its frozen linear probe**: fine-tuned "
         f"{auc['image']} against the probe's {auc['image baseline: linear probe']} (same "
         f"encoder, same folds); difference {d_probe} ({p_probe}). It {image_target} the "
@@ -115,35 +111,71 @@ def results_markdown() -> str:
         f"({auc['late fusion of the two baselines']}) {d_lf} ({p_lf}). It {target} the "
         f"{goal['multimodal_auc']:.2f} "
         "the study aimed at.",
-        f"- **With every clinical column** (the BI-RADS lexicon describes the image too): "
-        f"multimodal {auc_all['multimodal']}, the clinical logistic regression alone "
-        f"{auc_all['clinical baseline: logreg']}; difference {d_lr_all} ({p_lr_all}): "
-        f"{gain_all} from the image on top of the radiologist's descriptors.",
-        f"- **Encoders** (Table 2, multimodal, all ImageNet-pretrained offline): {encoders}; "
-        f"each against the best: {enc_p}.",
-        f"- **The image's share** of the multimodal prediction (Shapley): {share} (the paper: "
-        "about 0.63).",
-        f"- **Maps** ({g['map grid']} before upsampling): Grad-CAM++ puts {lift:.2f}× the "
-        f"chance share of its energy inside the lesion [{float(g['lift_low']):.2f}, "
-        f"{float(g['lift_high']):.2f}], pointing game {float(g['hit_rate']):.2f}; Score-CAM "
-        f"{float(sc['energy_lift']):.2f}× [{float(sc['lift_low']):.2f}, "
-        f"{float(sc['lift_high']):.2f}]"
-        + (f". The {goal['cam_lift']}× aimed at is not reached: the maps are coarse and partly "
-           "off the lesion." if lift < goal["cam_lift"] else "."),
-        "- **How the recipe was chosen** (notebook 06, folds of split seed 1, not the "
-        f"study's): recipe {_auc(ab, 'recipe')}; BatchNorm statistics updated in training "
-        f"{var['frozen_bn']}; no linear-probe initialisation {var['lp_init']}; the whole "
-        f"network instead of stage 4 {var['tap']} (three times the training cost); the "
-        f"earlier ROI margin of 0.15 {var['roi_margin']}; no augmented-view test-time "
-        f"augmentation {var['tta_views']}; the linear probe "
-        f"{_auc(ab, 'image linear probe (baseline)')}. Multimodal: late fusion "
-        f"{_auc(abm, RECIPE_LATE)} against the paper's concatenation {_auc(abm, CONCAT)}.",
     ]
-    bullets[2:2] = reader_bullets()
-    at = next(i for i, b in enumerate(bullets) if b.startswith("- **Maps**")) + 1
-    bullets[at:at] = explanation_bullets()
-    bullets += external_bullets()
-    return "\n".join(rows) + "\n\nWhat the tables say, plainly:\n\n" + "\n".join(bullets)
+
+
+def _with_every_column_bullet() -> str:
+    """The multimodal model against the clinical logistic regression on every clinical column
+    (Table 3c and 3d)."""
+    labels = _csv("table3_modality_comparison").set_index("modality")["model"]
+    tests_all = _csv("table3d_modality_tests_all")
+    auc_all = _csv("table3c_modality_comparison_all").set_index("modality")[
+        "AUC (pooled, 95% CI)"]
+    d_lr_all, p_lr_all = _test(tests_all, labels["clinical baseline: logreg"])
+    gain_all = ("a significant gain" if _pval(tests_all, labels["clinical baseline: logreg"])
+                < 0.05 else "no measurable gain")
+    return (f"- **With every clinical column** (the BI-RADS lexicon describes the image too): "
+            f"multimodal {auc_all['multimodal']}, the clinical logistic regression alone "
+            f"{auc_all['clinical baseline: logreg']}; difference {d_lr_all} ({p_lr_all}): "
+            f"{gain_all} from the image on top of the radiologist's descriptors.")
+
+
+def _encoder_bullet() -> str:
+    """Table 2 and its tests against the best encoder."""
+    encoders = "; ".join(f"{r['encoder']} {r['AUC-ROC (pooled, 95% CI)']}"
+                         for _, r in _csv("table2_encoder_comparison").iterrows())
+    enc_p = ", ".join(_p(x) for x in _csv("table2b_encoder_tests")["delong_p"])
+    return (f"- **Encoders** (Table 2, multimodal, all ImageNet-pretrained offline): {encoders}; "
+            f"each against the best: {enc_p}.")
+
+
+def _share_bullet() -> str:
+    share = _csv("table7_modality_share")["value"].iloc[0]
+    return (f"- **The image's share** of the multimodal prediction (Shapley): {share} (the paper: "
+            "about 0.63).")
+
+
+def _maps_bullet() -> str:
+    """Table 6: the maps' energy in the lesion and the pointing game, against the study's aim."""
+    cam = _csv("table6_cam_validation")
+    g = cam[(cam["method"] == "Grad-CAM++") & (cam["group"] == "all")].iloc[0]
+    sc = cam[(cam["method"] == "Score-CAM") & (cam["group"] == "all")].iloc[0]
+    goal = reported.STUDY_TARGETS
+    lift = float(g["energy_lift"])
+    return (f"- **Maps** ({g['map grid']} before upsampling): Grad-CAM++ puts {lift:.2f}× the "
+            f"chance share of its energy inside the lesion [{float(g['lift_low']):.2f}, "
+            f"{float(g['lift_high']):.2f}], pointing game {float(g['hit_rate']):.2f}; Score-CAM "
+            f"{float(sc['energy_lift']):.2f}× [{float(sc['lift_low']):.2f}, "
+            f"{float(sc['lift_high']):.2f}]"
+            + (f". The {goal['cam_lift']}× aimed at is not reached: the maps are coarse and "
+               "partly off the lesion." if lift < goal["cam_lift"] else "."))
+
+
+def _recipe_bullet() -> str:
+    """Notebook 06's ablations (Table 9 and 9b), on the folds of split seed 1."""
+    from phyllodes.report.tables import CONCAT, RECIPE_LATE
+    ab = _csv("table9_image_recipe_ablation").set_index("variant")
+    abm = _csv("table9b_multimodal_recipe_ablation").set_index("variant")
+    var = {k: _auc(ab, ablation_label(k))
+           for k in ("frozen_bn", "lp_init", "tap", "roi_margin", "tta_views")}
+    return ("- **How the recipe was chosen** (notebook 06, folds of split seed 1, not the "
+            f"study's): recipe {_auc(ab, 'recipe')}; BatchNorm statistics updated in training "
+            f"{var['frozen_bn']}; no linear-probe initialisation {var['lp_init']}; the whole "
+            f"network instead of stage 4 {var['tap']} (three times the training cost); the "
+            f"earlier ROI margin of 0.15 {var['roi_margin']}; no augmented-view test-time "
+            f"augmentation {var['tta_views']}; the linear probe "
+            f"{_auc(ab, 'image linear probe (baseline)')}. Multimodal: late fusion "
+            f"{_auc(abm, RECIPE_LATE)} against the paper's concatenation {_auc(abm, CONCAT)}.")
 
 
 def _num(x) -> str:

@@ -21,6 +21,7 @@ from phyllodes.evaluate import attribution, readers, stats
 from phyllodes.evaluate import comparisons as evaluation
 from phyllodes.evaluate.comparisons import pooled_subject_test
 from phyllodes.evaluate.stats import format_ci
+from phyllodes.explain.results import Explanation
 from phyllodes.keys import probe_name
 from phyllodes.study import Study
 
@@ -374,11 +375,12 @@ def table5_operating_point(subj: pd.DataFrame, by: str = "model_label", target: 
     return OperatingPoints(pd.DataFrame(rows), pd.DataFrame(estimates))
 
 
-def table7_modality_share(result: dict, paper_share: float, n_boot: int = 1000, seed: int = 0
+def table7_modality_share(result: Explanation, paper_share: float, n_boot: int = 1000,
+                          seed: int = 0
                           ) -> tuple[pd.DataFrame, dict]:
     """The image's share of the prediction: Shapley (subject-bootstrap CI) and ablation
     estimates, with the paper's value beside them; also returns the Shapley CI dict."""
-    pi, abl = result["per_image"], result["ablation"]
+    pi, abl = result.per_image, result.ablation
     share = attribution.image_share_ci(pi["phi_image"], pi["phi_clinical"], groups=pi["subject_id"],
                                    n_boot=n_boot, seed=seed)
     table = pd.DataFrame([
