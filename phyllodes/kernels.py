@@ -81,3 +81,12 @@ def tag() -> str:
         if torch.backends.cpu.get_cpu_capability().upper() != "AVX2":
             return "late"
     return mode
+
+
+def pin_compiler() -> None:
+    """``torch.compile``'s CPU code (Inductor's C++ kernels) picks its own vector width from
+    the processor, whatever ATen was told: with the kernels pinned, it gets AVX2's too (256-bit
+    vectors), so a compiled model computes like the eager one."""
+    if tag() == "pinned-avx2":
+        import torch._inductor.config as inductor
+        inductor.cpp.simdlen = 256

@@ -44,6 +44,7 @@ import pandas as pd
 import torch
 from torch.utils.data import WeightedRandomSampler
 
+from phyllodes import kernels
 from phyllodes.data.clinical import ClinicalEncoder
 from phyllodes.data.cohort import Cohort
 from phyllodes.data.images import augment, fixed_view, pixel_digests, to_float
@@ -242,6 +243,8 @@ class Trainer:
             raise ValueError("compile=True is not supported with frozen_bn=True: the compiled "
                              "forward trained other weights than the eager one in the tests; "
                              "set compile=False (the default) or frozen_bn=False")
+        if profile.compile:
+            kernels.pin_compiler()
         self.forward = torch.compile(model.forward_parts) if profile.compile else \
             model.forward_parts
         is_clin = not spec.uses_images
