@@ -34,28 +34,21 @@ PINNED = {"MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPA
 #: set to ``native`` to keep the processor's own kernels (runs then get other ids)
 SWITCH = "PHYLLODES_KERNELS"
 
-_state: dict[str, str] = {}
-
-
 def is_x86() -> bool:
     return platform.machine().lower() in ("x86_64", "amd64", "x64")
 
 
+def _native() -> bool:
+    return not is_x86() or os.environ.get(SWITCH, "").strip().lower() == "native"
+
+
 def pin() -> None:
     """Set :data:`PINNED` in the environment unless the user chose otherwise; called when the
-    package is imported. Pinning after torch has run a kernel has no effect: then the tag says
-    so (``late``) and a warning names the fix."""
-    if _state:
+    package is imported. Pinning after torch has loaded has no effect: then nothing is set, the
+    tag says so (``late``) and a warning names the fix."""
+    if _native():
         return
-    if not is_x86():
-        _state["mode"] = f"native-{platform.machine().lower() or 'unknown'}"
-        return
-    if os.environ.get(SWITCH, "").strip().lower() == "native":
-        _state["mode"] = "native"
-        return
-    preset = {k: os.environ[k] for k in PINNED if k in os.environ}
-    if "torch" in sys.modules and set(preset) != set(PINNED):
-        _state["mode"] = "late"
+    if "torch" in sys.modules and not all(k in os.environ for k in PINNED):
         warnings.warn(
             "phyllodes: torch was imported before phyllodes, so the CPU kernels could not be "
             "pinned (runs get a 'late' kernel tag and ids of their own). Import phyllodes "
@@ -64,23 +57,27 @@ def pin() -> None:
         return
     for key, value in PINNED.items():
         os.environ.setdefault(key, value)
-    if any(os.environ[k] != v for k, v in PINNED.items()):
-        _state["mode"] = "custom:" + ",".join(f"{k}={os.environ[k]}" for k in PINNED)
-    else:
-        _state["mode"] = "pinned-avx2"
 
 
 def tag() -> str:
-    """What the CPU kernels are: ``pinned-avx2`` (the study's), ``native``, ``late``,
-    ``custom:...`` or ``native-<machine>`` off x86. A pinned ATen dispatch that torch does not
-    report as AVX2 (the variable was read before it was set) is tagged ``late``."""
-    pin()
-    mode = _state["mode"]
-    if mode == "pinned-avx2" and "torch" in sys.modules:
+    """What the CPU kernels are, read from the environment (no state is kept): ``pinned-avx2``
+    (the study's), ``native`` (the switch), ``native-<machine>`` off x86, ``custom:...`` (a
+    user's values), or ``late``: the pinning is missing (torch was loaded first) or torch does
+    not report the pinned AVX2 dispatch (the variable was set after torch read it)."""
+    if not is_x86():
+        return f"native-{platform.machine().lower() or 'unknown'}"
+    if _native():
+        return "native"
+    values = {k: os.environ.get(k) for k in PINNED}
+    if any(v is None for v in values.values()):
+        return "late"
+    if values != PINNED:
+        return "custom:" + ",".join(f"{k}={v}" for k, v in values.items())
+    if "torch" in sys.modules:
         import torch
         if torch.backends.cpu.get_cpu_capability().upper() != "AVX2":
             return "late"
-    return mode
+    return "pinned-avx2"
 
 
 def pin_compiler() -> None:
