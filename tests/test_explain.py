@@ -24,6 +24,7 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from phyllodes.evaluate import attribution as at  # noqa: E402
 from phyllodes.explain import maps as ex  # noqa: E402
+from phyllodes.explain.results import Explanation  # noqa: E402
 from phyllodes.models import network as models  # noqa: E402
 from phyllodes.models.network import PhyllodesNet  # noqa: E402
 from phyllodes.report import figures
@@ -314,6 +315,13 @@ def test_randomise_encoder_resets_encoder_only(blob_models):
 # --------------------------------------------------------------------------- modality Shapley
 
 
+def _explained(per_image: pd.DataFrame) -> Explanation:
+    empty, none = pd.DataFrame(), np.zeros((0, 4, 4))
+    return Explanation(per_image=per_image, cams_gradcampp=none, cam_rows=np.arange(0),
+                       cams_scorecam=none, scorecam_rows=np.arange(0), ablation=empty,
+                       importance=empty, faithfulness=empty)
+
+
 @pytest.fixture(scope="module")
 def shapley_inputs():
     g = torch.Generator().manual_seed(3)
@@ -338,6 +346,11 @@ def test_shapley_efficiency_all_fusions(fusion, shapley_inputs):
     np.testing.assert_allclose(df["f_full"], full, atol=1e-6)
     np.testing.assert_allclose(df["phi_image"] + df["phi_clinical"], full - base, atol=1e-6)
     assert df["phi_image"].abs().sum() > 0 and df["phi_clinical"].abs().sum() > 0
+    # what notebook 05 records: efficiency holds to rounding, and a broken phi is seen
+    assert _explained(df).shapley_sum_error() < 1e-6
+    broken = df.assign(phi_image=df["phi_image"] + np.where(np.arange(10) == 4, 0.25, 0.0))
+    assert _explained(broken).shapley_sum_error() == pytest.approx(0.25, abs=1e-6)
+    assert _explained(df.drop(columns=["phi_image", "phi_clinical"])).shapley_sum_error() is None
     share = at.image_share(df["phi_image"], df["phi_clinical"])
     assert 0 < share < 1
     lg = ex.modality_shapley(net, x, c, bi, bc, scale="logit")

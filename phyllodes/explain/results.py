@@ -46,6 +46,17 @@ class Explanation:
     importance: pd.DataFrame
     faithfulness: pd.DataFrame
 
+    def shapley_sum_error(self) -> float | None:
+        """The largest deviation from Shapley efficiency over the test images: how far
+        ``phi_image + phi_clinical`` is from the model's output minus its both-modalities-removed
+        baseline (``f_full - f_baseline``). Exact two-player Shapley values make it rounding
+        noise; None for an image-only model (no Shapley values)."""
+        pi = self.per_image
+        if not {"phi_image", "phi_clinical", "f_full", "f_baseline"} <= set(pi.columns):
+            return None
+        gap = pi["phi_image"] + pi["phi_clinical"] - (pi["f_full"] - pi["f_baseline"])
+        return float(np.abs(gap.to_numpy(dtype=float)).max()) if len(pi) else None
+
 
 @dataclass(frozen=True)
 class MapComparison:
