@@ -331,31 +331,10 @@ def _nfc(x):
 
 def read_config(ck: Checks) -> None:
     """cohort.yaml: valid YAML, a mapping, known keys of the right types, consistent lists."""
-    path = ck.yaml_path
-    where = str(path)
-    if not path.exists():
-        ck.add("yaml", where, "file not found; write a cohort.yaml beside cohort.csv (see "
-               "data/README.md)")
+    where = str(ck.yaml_path)
+    raw = _yaml_mapping(ck)
+    if raw is None:
         return
-    try:
-        raw, duplicates = load_yaml(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        ck.add("yaml", where, "not UTF-8 text; save it as UTF-8")
-        return
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        ck.add("yaml", where + at, f"not valid YAML ({getattr(e, 'problem', e)}); check the "
-               "indentation and quote values that contain ':' or '#'")
-        return
-    for key, first, second in duplicates:
-        ck.add("yaml", f"{where} line {second}", f"key '{key}' is written twice (lines {first} "
-               f"and {second}); YAML would silently keep only the second: merge them into one")
-    raw = raw or {}
-    if not isinstance(raw, dict):
-        ck.add("yaml", where, "must be a mapping of keys to values (key: value lines)")
-        return
-    raw = _nfc(raw)
     for key in raw:
         if key not in YAML_KEYS:
             ck.add("yaml", where, f"unknown key '{key}'{_hint(key, YAML_KEYS)}: it would be "
@@ -368,31 +347,10 @@ def read_config(ck: Checks) -> None:
         ck.add("yaml", where, f"name {name!r} must be letters, digits, '.', '_' or '-' (it "
                "becomes a folder name), e.g. 'mgh-phyllodes'")
     lists = {k: _string_list(ck, raw, k) for k in LIST_KEYS}
-    pos = lists["positive_labels"] if "positive_labels" in raw else list(DEFAULT_POSITIVE)
-    neg = lists["negative_labels"] if "negative_labels" in raw else list(DEFAULT_NEGATIVE)
-    for k, v in (("positive_labels", pos), ("negative_labels", neg)):
-        if not v:
-            ck.add("yaml", where, f"'{k}' is empty; list at least one label")
-    both = sorted(set(pos) & set(neg))
-    if both:
-        ck.add("yaml", where, f"label(s) {', '.join(both)} are in both positive_labels and "
-               "negative_labels; each label belongs to one class")
+    pos, neg = _class_labels(ck, raw, lists)
     feats = {k: lists[k] for k in ("numeric_features", "categorical_features",
                                    "image_numeric_features", "image_categorical_features")}
-    seen: dict[str, str] = {}
-    for k, cols in feats.items():
-        for c in cols:
-            if c in RESERVED_COLUMNS:
-                ck.add("yaml", where, f"'{c}' in {k} is a column of the contract itself, not a "
-                       "feature; remove it from the list")
-            elif c in seen:
-                ck.add("yaml", where, f"feature '{c}' is listed in both {seen[c]} and {k}; "
-                       "list each feature once")
-            seen.setdefault(c, k)
-    for c in lists["unused_columns"]:
-        if c in seen:
-            ck.add("yaml", where, f"'{c}' is in unused_columns and in {seen[c]}; it is either "
-                   "a feature or unused")
+    seen = _feature_owners(ck, feats, lists["unused_columns"])
     numeric = set(feats["numeric_features"]) | set(feats["image_numeric_features"])
     categorical = set(feats["categorical_features"]) | set(feats["image_categorical_features"])
     ranges = _ranges(ck, raw.get("ranges"), numeric)
@@ -405,15 +363,7 @@ def read_config(ck: Checks) -> None:
     for k in ("citation", "license", "description", "splits"):
         if k in raw and not isinstance(raw[k], str):
             ck.add("yaml", where, f"'{k}' must be text; quote it")
-    own = raw.get("splits")
-    if isinstance(own, str) and own:
-        sp = Path(own)
-        if sp.is_absolute() or ".." in sp.parts:
-            ck.add("yaml", where, f"splits '{own}' must be a path inside the cohort folder "
-                   "(relative, without '..')")
-        elif not (ck.root / sp).is_file():
-            ck.add("yaml", where, f"splits '{own}': no such file in {ck.root}; write the "
-                   "cohort's own folds there as subject_id,fold lines, or remove the key")
+    _check_splits_path(ck, raw.get("splits"))
     # built even when some keys have problems: the CSV checks use what could be read
     ck.config = CohortConfig(
         name=str(name or "unnamed"), positive_labels=tuple(pos), negative_labels=tuple(neg),
@@ -427,6 +377,89 @@ def read_config(ck: Checks) -> None:
         unused_columns=tuple(lists["unused_columns"]), references=references,
         **{k: raw[k] if isinstance(raw.get(k), str) else "" for k in
            ("citation", "license", "description", "splits")})
+
+
+def _yaml_mapping(ck: Checks) -> dict | None:
+    """cohort.yaml read as a mapping (its text in NFC), or None with the problem added: missing,
+    not UTF-8, not YAML (with line and column), not a mapping. A key written twice is a
+    problem too (YAML would keep the second silently)."""
+    path = ck.yaml_path
+    where = str(path)
+    if not path.exists():
+        ck.add("yaml", where, "file not found; write a cohort.yaml beside cohort.csv (see "
+               "data/README.md)")
+        return None
+    try:
+        raw, duplicates = load_yaml(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        ck.add("yaml", where, "not UTF-8 text; save it as UTF-8")
+        return None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        ck.add("yaml", where + at, f"not valid YAML ({getattr(e, 'problem', e)}); check the "
+               "indentation and quote values that contain ':' or '#'")
+        return None
+    for key, first, second in duplicates:
+        ck.add("yaml", f"{where} line {second}", f"key '{key}' is written twice (lines {first} "
+               f"and {second}); YAML would silently keep only the second: merge them into one")
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        ck.add("yaml", where, "must be a mapping of keys to values (key: value lines)")
+        return None
+    return _nfc(raw)
+
+
+def _class_labels(ck: Checks, raw: dict, lists: dict[str, list[str]]
+                  ) -> tuple[list[str], list[str]]:
+    """The positive and negative labels (the defaults where not given): each non-empty, no
+    label in both."""
+    where = str(ck.yaml_path)
+    pos = lists["positive_labels"] if "positive_labels" in raw else list(DEFAULT_POSITIVE)
+    neg = lists["negative_labels"] if "negative_labels" in raw else list(DEFAULT_NEGATIVE)
+    for k, v in (("positive_labels", pos), ("negative_labels", neg)):
+        if not v:
+            ck.add("yaml", where, f"'{k}' is empty; list at least one label")
+    both = sorted(set(pos) & set(neg))
+    if both:
+        ck.add("yaml", where, f"label(s) {', '.join(both)} are in both positive_labels and "
+               "negative_labels; each label belongs to one class")
+    return pos, neg
+
+
+def _feature_owners(ck: Checks, feats: dict[str, list[str]], unused: list[str]
+                    ) -> dict[str, str]:
+    """Each declared feature and the list that declares it; a contract column, a feature in
+    two lists, or a feature also in unused_columns is a problem."""
+    where = str(ck.yaml_path)
+    seen: dict[str, str] = {}
+    for k, cols in feats.items():
+        for c in cols:
+            if c in RESERVED_COLUMNS:
+                ck.add("yaml", where, f"'{c}' in {k} is a column of the contract itself, not a "
+                       "feature; remove it from the list")
+            elif c in seen:
+                ck.add("yaml", where, f"feature '{c}' is listed in both {seen[c]} and {k}; "
+                       "list each feature once")
+            seen.setdefault(c, k)
+    for c in unused:
+        if c in seen:
+            ck.add("yaml", where, f"'{c}' is in unused_columns and in {seen[c]}; it is either "
+                   "a feature or unused")
+    return seen
+
+
+def _check_splits_path(ck: Checks, own) -> None:
+    """The cohort's own folds file: a relative path inside the cohort folder that exists."""
+    where = str(ck.yaml_path)
+    if isinstance(own, str) and own:
+        sp = Path(own)
+        if sp.is_absolute() or ".." in sp.parts:
+            ck.add("yaml", where, f"splits '{own}' must be a path inside the cohort folder "
+                   "(relative, without '..')")
+        elif not (ck.root / sp).is_file():
+            ck.add("yaml", where, f"splits '{own}': no such file in {ck.root}; write the "
+                   "cohort's own folds there as subject_id,fold lines, or remove the key")
 
 
 def _string_list(ck: Checks, raw: dict, key: str) -> list[str]:
@@ -552,11 +585,34 @@ def _exclude_rules(ck: Checks, v) -> list[dict]:
 def read_csv(ck: Checks) -> None:
     """cohort.csv: UTF-8, comma-separated, one record per line, as many values as columns, a
     header of unique, non-empty names; values stripped of surrounding whitespace."""
+    name = ck.csv_path.name
+    text = _csv_text(ck)
+    if text is None or _layout_problem(ck, name, text):
+        return
+    records = _records(ck, text)
+    if records is None:
+        return
+    header, rows = records[0][2], records[1:]
+    n0 = len(ck.problems)
+    _check_header(ck, header)
+    good = _full_rows(ck, name, rows, len(header))
+    if len(ck.problems) > n0 and (len(good) == 0 or ck.header is None):
+        return
+    if not good:
+        ck.add("csv", name, "the file has a header but no rows; add one row per image")
+        return
+    df = pd.DataFrame(good, columns=["_line", *header]).astype({"_line": int})
+    ck.df = _normalised(ck, name, df, header).set_index(pd.RangeIndex(len(df)))
+
+
+def _csv_text(ck: Checks) -> str | None:
+    """cohort.csv's text, or None with the problem added: missing, an Excel workbook, not
+    UTF-8 (with the encoding it looks saved in), or empty. A UTF-8 byte-order mark is dropped."""
     path, name = ck.csv_path, ck.csv_path.name
     if not path.exists():
         ck.add("csv", str(path), "file not found; write one row per image (see "
                "data/README.md)")
-        return
+        return None
     raw = path.read_bytes()
     for magic, what in ((b"PK\x03\x04", "an Excel workbook, not a CSV (an .xlsx file is a ZIP "
                                          "archive)"),
@@ -565,7 +621,7 @@ def read_csv(ck: Checks) -> None:
         if raw.startswith(magic):
             ck.add("csv", str(path), f"the file is {what}: save as CSV UTF-8 (in Excel: File > "
                    "Save As > 'CSV UTF-8 (Comma delimited)') and name that file cohort.csv")
-            return
+            return None
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
         ck.notes.append(f"{name}: the UTF-8 byte-order mark was dropped")
@@ -578,11 +634,17 @@ def read_csv(ck: Checks) -> None:
         ck.add("csv", f"{name} line {line}", f"byte 0x{raw[e.start]:02x} is not UTF-8: the file "
                f"looks saved as {guess}; save it as 'CSV UTF-8', or convert it, e.g. "
                f"iconv -f cp1252 -t utf-8 {name} > fixed.csv")
-        return
+        return None
     if not text.strip():
         ck.add("csv", name, "the file is empty; it needs a header row "
                f"({', '.join(REQUIRED_COLUMNS)}, features...) and one row per image")
-        return
+        return None
+    return text
+
+
+def _layout_problem(ck: Checks, name: str, text: str) -> bool:
+    """Whether the text is laid out as something other than a comma-separated table (Excel's
+    ``sep=`` line, semicolons or tabs, stray double quotes), each problem added."""
     first = text.splitlines()[0]
     sep_line = re.fullmatch(r'\s*"?(sep=[^"]?)"?[,;\t]*\s*', first, flags=re.IGNORECASE)
     if sep_line:
@@ -590,25 +652,25 @@ def read_csv(ck: Checks) -> None:
         ck.add("csv", f"{name} line 1", f"delete line 1 ({hint}): it is Excel's separator "
                "hint, not part of a CSV; the header must be line 1"
                + ("" if hint.lower() == "sep=," else ", and the values separated by commas"))
-        return
+        return True
     for sep, sep_name in ((";", "semicolons"), ("\t", "tabs")):
         if first.count(sep) >= 2 and first.count(",") == 0:
             ck.add("csv", f"{name} line 1", f"the values are separated by {sep_name}, not "
                    "commas; save the file as comma-separated CSV (in Excel: 'CSV UTF-8 (Comma "
                    "delimited)')")
-            return
+            return True
     odd = [i + 1 for i, line in enumerate(text.splitlines()) if line.count('"') % 2]
     for line in odd:
         ck.add("csv", f"{name} line {line}", "an odd number of double quotes: a quoted value "
                "opens here and runs on into the next lines, merging rows; remove the stray '\"' "
                "or close the quoted value on the same line")
-    records = None if odd else _records(ck, text)
-    if records is None:
-        return
-    header, rows = records[0][2], records[1:]
-    n0 = len(ck.problems)
-    _check_header(ck, header)
-    width = len(header)
+    return bool(odd)
+
+
+def _full_rows(ck: Checks, name: str, rows: list[tuple[int, int, list[str]]],
+               width: int) -> list[list]:
+    """The records with one value per column, as ``[line, *values]`` (trailing empty fields
+    dropped, with a note); each other record is a problem naming its line."""
     good = []
     for line, end, values in rows:
         if end > line:
@@ -626,12 +688,12 @@ def read_csv(ck: Checks) -> None:
                       else "a value or a separator is missing; fill in the row"))
             continue
         good.append([line, *values])
-    if len(ck.problems) > n0 and (len(good) == 0 or ck.header is None):
-        return
-    if not good:
-        ck.add("csv", name, "the file has a header but no rows; add one row per image")
-        return
-    df = pd.DataFrame(good, columns=["_line", *header]).astype({"_line": int})
+    return good
+
+
+def _normalised(ck: Checks, name: str, df: pd.DataFrame, header: list[str]) -> pd.DataFrame:
+    """The values stripped of surrounding whitespace and in NFC, each change counted in a note
+    (the same text is then the same value)."""
     stripped = 0
     for c in header:
         s = df[c].str.strip()
@@ -650,7 +712,7 @@ def read_csv(ck: Checks) -> None:
             ck.notes.append(f"{name}, column '{c}': {changed} value(s) written in decomposed "
                             "Unicode (e.g. 'e' + a combining accent) normalised to NFC, so the "
                             "same text is the same value")
-    ck.df = df.set_index(pd.RangeIndex(len(df)))
+    return df
 
 
 def _records(ck: Checks, text: str) -> list[tuple[int, int, list[str]]] | None:
