@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -58,10 +59,6 @@ def run_notebooks(profile: str, cohort: str, device: str = "auto", seed: int = 0
     """
     import logging
 
-    import papermill as pm
-    from papermill.exceptions import PapermillExecutionError
-
-    from phyllodes import progress
     stream = stream or sys.stdout
     for noisy in ("papermill", "traitlets"):  # per-notebook file names, nbconvert's alt-text
         logging.getLogger(noisy).setLevel(logging.ERROR)
@@ -74,14 +71,8 @@ def run_notebooks(profile: str, cohort: str, device: str = "auto", seed: int = 0
         output = paths.ROOT / "executed" / "smoke-output" if profile == "smoke" else paths.ROOT
     output = Path(output).resolve()
     executed = paths.Outputs.at(output).executed(profile)
-    params = {"profile": profile, "cohort": str(cohort), "device": device, "seed": seed,
-              "output_dir": str(output), **(extra_parameters or {})}
-    if settings:
-        from phyllodes.profiles import get_profile
-        get_profile(profile, **settings)  # unknown names and values refused before anything runs
-        params["settings"] = dict(settings)
-    if weights_dir:
-        params["weights_dir"] = str(Path(weights_dir).resolve())
+    params = _parameters(profile, cohort, device, seed, output, extra_parameters, settings,
+                         weights_dir)
     say(f"run_all: profile={profile} cohort={cohort} device={device} outputs={output}")
     if preflight:
         from phyllodes.ops.preflight import preflight as check_weights
@@ -93,32 +84,12 @@ def run_notebooks(profile: str, cohort: str, device: str = "auto", seed: int = 0
     done = []
     nbs = numbered_notebooks(only=only)
     events = executed / "progress.jsonl"
-    kernel_log = executed / "kernels.log"
-    manager = _quiet_kernel_manager(kernel_log)
-    previous = os.environ.get(progress.ENV)
-    os.environ[progress.ENV] = str(events)
-    try:
+    manager = _quiet_kernel_manager(executed / "kernels.log")
+    with _progress_events(events):
         for i, nb in enumerate(nbs, 1):
             say(f"[{i}/{len(nbs)}] {nb.name}")
-            t0 = time.perf_counter()
-            with progress.TerminalView(events, nb.stem, stream) as view:
-                try:
-                    pm.execute_notebook(str(nb), str(executed / nb.name), parameters=params,
-                                        progress_bar=False, cwd=str(paths.NOTEBOOKS),
-                                        kernel_name="python3", kernel_manager_class=manager)
-                except PapermillExecutionError as e:
-                    raise NotebookFailed(
-                        f"{nb.name} failed in cell {e.cell_index} (execution count "
-                        f"{e.exec_count}): {e.ename}: {e.evalue}\n  executed copy with the "
-                        f"traceback: {executed / nb.name}") from None
-            dt = time.perf_counter() - t0
-            done.append({"notebook": nb.name, "seconds": round(dt, 1)})
-            say("    " + view.summary(dt))
-    finally:
-        if previous is None:
-            os.environ.pop(progress.ENV, None)
-        else:
-            os.environ[progress.ENV] = previous
+            done.append(_execute(nb, executed, params, manager, events, stream))
+            say("    " + done[-1].pop("summary"))
     total = sum(d["seconds"] for d in done)
     say(f"run_all: {len(done)} notebook(s) in {total:.0f} s; executed copies in {executed}")
     if report and done:
@@ -127,6 +98,60 @@ def run_notebooks(profile: str, cohort: str, device: str = "auto", seed: int = 0
         index = build_report(output, cohort_name(cohort), profile)
         say(f"run_all: report {index} (open file://{index})")
     return done
+
+
+def _parameters(profile: str, cohort: str, device: str, seed: int, output: Path,
+                extra: dict | None, settings: dict | None, weights_dir: str | None) -> dict:
+    """The parameters every notebook gets; profile settings are validated (an unknown name or
+    value is refused before anything runs)."""
+    params = {"profile": profile, "cohort": str(cohort), "device": device, "seed": seed,
+              "output_dir": str(output), **(extra or {})}
+    if settings:
+        from phyllodes.profiles import get_profile
+        get_profile(profile, **settings)
+        params["settings"] = dict(settings)
+    if weights_dir:
+        params["weights_dir"] = str(Path(weights_dir).resolve())
+    return params
+
+
+@contextlib.contextmanager
+def _progress_events(events: Path):
+    """Point the notebooks' training progress at ``events`` while they run (the variable is
+    put back afterwards)."""
+    from phyllodes import progress
+    previous = os.environ.get(progress.ENV)
+    os.environ[progress.ENV] = str(events)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(progress.ENV, None)
+        else:
+            os.environ[progress.ENV] = previous
+
+
+def _execute(nb: Path, executed: Path, params: dict, manager, events: Path, stream) -> dict:
+    """Run one notebook with papermill into ``executed/``, its progress shown on ``stream``;
+    its name, seconds and summary line. A failing cell raises :class:`NotebookFailed` naming
+    the cell and the executed copy that holds the traceback."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    from phyllodes import progress
+    t0 = time.perf_counter()
+    with progress.TerminalView(events, nb.stem, stream) as view:
+        try:
+            pm.execute_notebook(str(nb), str(executed / nb.name), parameters=params,
+                                progress_bar=False, cwd=str(paths.NOTEBOOKS),
+                                kernel_name="python3", kernel_manager_class=manager)
+        except PapermillExecutionError as e:
+            raise NotebookFailed(
+                f"{nb.name} failed in cell {e.cell_index} (execution count "
+                f"{e.exec_count}): {e.ename}: {e.evalue}\n  executed copy with the "
+                f"traceback: {executed / nb.name}") from None
+    dt = time.perf_counter() - t0
+    return {"notebook": nb.name, "seconds": round(dt, 1), "summary": view.summary(dt)}
 
 
 def main_notebooks(args) -> int:
