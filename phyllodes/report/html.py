@@ -512,18 +512,65 @@ def build_report(output: Path | str | None = None, cohort: str = BUNDLED,
     here = Path(report_dir).resolve() if report_dir else output / "report" / cohort
     here.mkdir(parents=True, exist_ok=True)
     roots = [output, paths.ROOT, Path.home()]
-    records = _records(output, cohort)
     if profile is None:
+        records = _records(output, cohort)
         prov = next((r.get("provenance") for r in records.values() if "provenance" in r), {})
         profile = (prov or {}).get("profile", {}).get("name", "")
-    executed = output / "executed" / profile if profile else None
+    notebooks = _notebook_pages(output / "executed" / profile if profile else None, here, roots)
+    tables_dir, figures_dir = output / "tables" / cohort, output / "figures" / cohort
+    body, toc, titles = _paper_sections(tables_dir, figures_dir, here, notebooks)
+    write_model_card(output, cohort, here, tables_dir, figures_dir)
+    card = _model_card_html(here, tables_dir)
+    if card:
+        body.append(f'<section class="paper" id="model-card"><h2>Model card</h2>{card}'
+                    "</section>")
+        toc.append(("model-card", "Model card"))
+    body.append(_appendix(output, cohort, here, tables_dir, notebooks))
+    toc.append(("appendix", "Appendix: artifact map, notebooks"))
+    meta = [*provenance_rows(output, cohort),
+            ("report built", time.strftime("%Y-%m-%d %H:%M %Z"))]
+    parts = [f"<h1>Study report · {_esc(cohort)}</h1>",
+             '<p>Multimodal deep learning for phyllodes tumour grading (Abir et al., IEEE BSN '
+             '2025), reproduced by this repository. Every table and figure below was made by '
+             "the notebook named in its section.</p>",
+             '<nav class="toc"><strong>Contents</strong><ol><li><a href="#results">Results in '
+             'brief</a></li><li><a href="#provenance">Where the numbers come from</a></li>'
+             + "".join(f'<li><a href="#{i}">{_esc(t)}</a></li>' for i, t in toc)
+             + "</ol></nav>",
+             '<section id="results"><h2>Results in brief</h2>'
+             + narrative_html(tables_dir, cohort, titles) + "</section>",
+             '<section id="provenance"><h2>Where the numbers come from</h2>'
+             '<div class="scroll"><table class="meta">' + "".join(
+                 f"<tr><td>{_esc(k)}</td><td>{_esc(v)}</td></tr>" for k, v in meta)
+             + "</table></div></section>",
+             *body]
+    page = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+            f"<title>Study report · {_esc(cohort)}</title><style>{CSS}</style>"
+            f"<script>{IMAGE_CHECK}</script></head><body>"
+            + "\n".join(parts) + "</body></html>")
+    index = here / "index.html"
+    index.write_text(_scrub_page(page, roots), encoding="utf-8")
+    return index
+
+
+def _notebook_pages(executed: Path | None, here: Path, roots: list[Path]) -> dict[str, str]:
+    """Each executed notebook rendered as a page beside the report: its stem and page name."""
     notebooks: dict[str, str] = {}
     if executed is not None and executed.is_dir():
         for nb in sorted(executed.glob("[0-9][0-9]_*.ipynb")):
             page = render_notebook(nb, here / f"{nb.stem}.html", roots)
             notebooks[nb.stem] = page.name
-    tables_dir, figures_dir = output / "tables" / cohort, output / "figures" / cohort
+    return notebooks
 
+
+def _paper_sections(tables_dir: Path, figures_dir: Path, here: Path,
+                    notebooks: dict[str, str]
+                    ) -> tuple[list[str], list[tuple[str, str]], dict[str, str]]:
+    """The sections in the paper's order (:func:`sections`), each with its tables and figures
+    and the notebook that made them: their HTML, the contents entries, and each table's or
+    figure's section title (for the narrative's links). An optional section with nothing made
+    is left out."""
     body, toc, titles = [], [], {}
     for sec in sections():
         blocks = [_artifact_block(a, tables_dir, figures_dir, here) for a in sec.artifacts]
@@ -541,13 +588,12 @@ def build_report(output: Path | str | None = None, cohort: str = BUNDLED,
                     + (f'<p class="note">From notebook {from_nb}.</p>' if from_nb else "")
                     + content + "</section>")
         toc.append((sec.id, sec.title))
-    write_model_card(output, cohort, here, tables_dir, figures_dir)
-    card = _model_card_html(here, tables_dir)
-    if card:
-        body.append(f'<section class="paper" id="model-card"><h2>Model card</h2>{card}'
-                    "</section>")
-        toc.append(("model-card", "Model card"))
+    return body, toc, titles
 
+
+def _appendix(output: Path, cohort: str, here: Path, tables_dir: Path,
+              notebooks: dict[str, str]) -> str:
+    """The artifact map, the executed notebooks' pages and every table no section shows."""
     shown = {f"{s}.csv" for a in ARTIFACTS for s in a.tables}
     others = [p for p in sorted(tables_dir.glob("*.csv")) if tables_dir.is_dir()
               and p.name not in shown and not p.name.startswith("splits_")
@@ -562,33 +608,7 @@ def build_report(output: Path | str | None = None, cohort: str = BUNDLED,
     if others:
         appendix.append("<h3>Other tables</h3>" + "".join(table_html(p, here) for p in others))
     appendix.append("</section>")
-    toc.append(("appendix", "Appendix: artifact map, notebooks"))
-
-    meta = [*provenance_rows(output, cohort),
-            ("report built", time.strftime("%Y-%m-%d %H:%M %Z"))]
-    parts = [f"<h1>Study report · {_esc(cohort)}</h1>",
-             '<p>Multimodal deep learning for phyllodes tumour grading (Abir et al., IEEE BSN '
-             '2025), reproduced by this repository. Every table and figure below was made by '
-             "the notebook named in its section.</p>",
-             '<nav class="toc"><strong>Contents</strong><ol><li><a href="#results">Results in '
-             'brief</a></li><li><a href="#provenance">Where the numbers come from</a></li>'
-             + "".join(f'<li><a href="#{i}">{_esc(t)}</a></li>' for i, t in toc)
-             + "</ol></nav>",
-             '<section id="results"><h2>Results in brief</h2>'
-             + narrative_html(tables_dir, cohort, titles) + "</section>",
-             '<section id="provenance"><h2>Where the numbers come from</h2>'
-             '<div class="scroll"><table class="meta">' + "".join(
-                 f"<tr><td>{_esc(k)}</td><td>{_esc(v)}</td></tr>" for k, v in meta)
-             + "</table></div></section>",
-             *body, *appendix]
-    page = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-            f"<title>Study report · {_esc(cohort)}</title><style>{CSS}</style>"
-            f"<script>{IMAGE_CHECK}</script></head><body>"
-            + "\n".join(parts) + "</body></html>")
-    index = here / "index.html"
-    index.write_text(_scrub_page(page, roots), encoding="utf-8")
-    return index
+    return "".join(appendix)
 
 
 def main(argv: list[str] | None = None) -> int:
