@@ -88,6 +88,16 @@ class Study:
         """The same study with only these clinical inputs (e.g. those two cohorts share)."""
         return replace(self, cohort=self.cohort.with_features(names))
 
+    def with_split_seed(self, seed: int) -> "Study":
+        """The same study (cohort, profile, training seed, caches) on the folds of split seed
+        ``seed``, ``splits_<k>fold_seed<seed>.csv`` beside the study's (reused when it exists,
+        made otherwise): folds the study does not report, to choose something on (a CAM
+        layer; notebook 06's recipe)."""
+        k = self.profile.folds
+        path = self.tables_dir / f"splits_{k}fold_seed{seed}.csv"
+        return replace(self, splits=get_or_make_splits(self.cohort, path, k, seed),
+                       splits_path=path)
+
     def image_key(self) -> str:
         """Cache key of the cohort's images under the profile's image settings (memoised:
         it hashes every image file once per study)."""

@@ -461,3 +461,34 @@ def test_plot_helpers():
          "auc_drop_sd": [0.01, 0.0, np.nan]}))
     assert [p.get_width() for p in fig3.axes[0].patches] == pytest.approx([0.0, 0.05, 0.1])
     plt.close("all")
+
+
+def test_cam_layer_candidates_offer_a_finer_stage_of_the_same_model():
+    """The quick recipe's tapped EfficientNet-Lite0 maps at 8x8 (stage 4, stride 16) at 128 px;
+    the finer candidate is the last stage with maps of 16x16 or more (stage 2, stride 8)."""
+    torch.manual_seed(0)
+    tapped = PhyllodesNet("multimodal", N_CLIN, "efficientnet_lite0", "late", pretrained=False,
+                          tap=4, frozen_stages=4, image_head="linear").eval()
+    assert ex.cam_layer_candidates(tapped, 128) == [(None, (8, 8)), ("blocks.2", (16, 16))]
+    assert ex.layer_name(tapped) == "bn2" and ex.layer_name(tapped, "blocks.2") == "blocks.2"
+    # a whole ResNet at 128 px maps at 4x4: its finer candidate skips layer3 (8x8)
+    assert ex.cam_layer_candidates(make_net("resnet10t"), 128)[1] == ("layer2", (16, 16))
+    # maps already 16x16 or finer: the family's layer is the only candidate
+    assert ex.cam_layer_candidates(tapped, 256) == [(None, (16, 16))]
+    x = torch.rand(3, 1, 128, 128, generator=torch.Generator().manual_seed(0))
+    c = torch.randn(3, N_CLIN, generator=torch.Generator().manual_seed(1))
+    coarse = ex.compute_cams(tapped, x, c, method="gradcam++")
+    fine = ex.compute_cams(tapped, x, c, method="gradcam++", layer="blocks.2")
+    assert coarse.shape == fine.shape == (3, 128, 128)
+    # upsampled from 8x8 a map is constant over 16x16-pixel cells almost everywhere; from
+    # 16x16 it varies on a finer scale: compare the mean change between neighbouring pixels
+    def roughness(m):
+        return float(np.abs(np.diff(m, axis=-1)).mean())
+    assert roughness(fine) > 1.3 * roughness(coarse)
+    with pytest.raises(ValueError, match="no module 'blocks.9'"):
+        ex.compute_cams(tapped, x, c, method="gradcam++", layer="blocks.9")
+    with pytest.raises(ValueError, match="not both"):
+        ex.compute_cams(tapped, x, c, layer="blocks.2", layers=ex.target_layers(tapped))
+    # the randomisation check looks the layer up in the re-initialised copy by its path
+    check = ex.randomisation_check(tapped, x, c, method="gradcam++", layer="blocks.2")
+    np.testing.assert_allclose(check.cams_trained, fine, atol=1e-6)

@@ -211,3 +211,32 @@ def test_sanity_table_reads_both_tests_and_flags_constant_maps():
     assert "permuted labels" in t["reading"].iloc[2] and t["permuted_model_auc"].iloc[2] == 0.52
     assert np.isnan(t["permuted_model_auc"].iloc[0])
 
+
+
+def _choice_table(gains: dict[str, float]) -> pd.DataFrame:
+    rows = [{"map": name, "images": 10, "subjects": 8, "morf": 0.5, "lerf": 0.5 + g,
+             "gap": g, "gap_low": g - 0.1, "gap_high": g + 0.1, "gap minus random map": g,
+             "gap minus random map low": g - 0.05, "gap minus random map high": g + 0.05,
+             "reading": "x"} for name, g in gains.items()]
+    return pd.DataFrame(rows + [{"map": "random map", "images": 10, "subjects": 8, "morf": 0.5,
+                                 "lerf": 0.5, "gap": 0.0, "reading": "reference"}])
+
+
+def test_the_cam_layer_choice_takes_the_more_faithful_layer_and_the_family_on_a_tie():
+    from phyllodes.explain.folds import _chosen_layers
+    cands = [(None, (8, 8)), ("blocks.2", (16, 16))]
+    t = _choice_table({"Grad-CAM++ @ family layer": 0.02, "Grad-CAM++ @ blocks.2": 0.05,
+                       "Score-CAM @ family layer": 0.04, "Score-CAM @ blocks.2": 0.04})
+    chosen, table = _chosen_layers(t, cands, "bn2")
+    assert chosen == {"scorecam": None, "gradcam++": "blocks.2"}  # Score-CAM: a tie
+    assert table["method"].tolist() == ["Score-CAM"] * 2 + ["Grad-CAM++"] * 2 + ["random map"]
+    assert table["layer"].tolist()[:4] == ["bn2", "blocks.2", "bn2", "blocks.2"]
+    assert table["map grid"].tolist()[:4] == ["8x8", "16x16", "8x8", "16x16"]
+    assert table["chosen"].tolist() == ["yes", "no", "no", "yes", ""]
+    assert table["gap minus random map"].tolist()[:4] == [0.04, 0.04, 0.02, 0.05]
+    assert (table["selection folds"] == "split seed 1").all()
+    # a candidate without a number (no image had a map) is never chosen
+    t = _choice_table({"Grad-CAM++ @ family layer": -0.01, "Grad-CAM++ @ blocks.2": np.nan,
+                       "Score-CAM @ family layer": 0.0, "Score-CAM @ blocks.2": 0.3})
+    chosen, _ = _chosen_layers(t, cands, "bn2")
+    assert chosen == {"scorecam": "blocks.2", "gradcam++": None}

@@ -224,7 +224,25 @@ def test_notebook05_records_explanations(smoke_run):
     rec = _record(out, "breast-lesions-usg", "nb05_explainability")
     assert rec["n_test_images"] == 252 and rec["n_folds"] == 2
     assert rec["cam_shape"] == [252, 64, 64]
-    assert rec["cam_grid"] == [4, 4]  # stage 4 of EfficientNet-Lite: stride 16 (8x8 at 128 px)
+    # the CAM layers, chosen on the folds of split seed 1: the family's (the tapped stage 3,
+    # stride 16: 4x4 at 64 px) or the last stage with maps of 16x16 or more (stage 1, stride 4)
+    choice = pd.DataFrame(rec["cam_layer_choice"])
+    assert choice["method"].tolist() == ["Score-CAM"] * 2 + ["Grad-CAM++"] * 2 + ["random map"]
+    assert (choice["selection folds"] == "split seed 1").all()
+    for method in ("Grad-CAM++", "Score-CAM"):
+        rows = choice[choice["method"] == method].set_index("layer")
+        assert rows.index.tolist() == ["bn2", "blocks.1"]
+        assert rows["map grid"].tolist() == ["4x4", "16x16"]
+        gain = rows["gap minus random map"].astype(float)
+        best = "blocks.1" if gain["blocks.1"] > gain["bn2"] else "bn2"
+        assert rows["chosen"].to_dict() == {best: "yes", ({"bn2", "blocks.1"} - {best}).pop(): "no"}
+        grid = [int(v) for v in rows.at[best, "map grid"].split("x")]
+        assert rec["cam_layers"][method] == [best, grid]
+        assert rows["images"].astype(int).iloc[0] == (252 if method == "Grad-CAM++" else 40)
+    val = pd.DataFrame(rec["cam_validation"]).set_index("method")
+    for method, (name, grid) in rec["cam_layers"].items():
+        assert set(val.loc[[method], "layer"]) == {name}
+        assert set(val.loc[[method], "map grid"]) == {f"{grid[0]}x{grid[1]}"}
     assert rec["shapley_sum_error"] < 1e-6  # efficiency: phi_img + phi_clin = f(I,C) - f(B)
     lo, hi = rec["image_share_ci"]
     assert 0 <= lo <= rec["image_share"] <= hi <= 1
@@ -329,7 +347,7 @@ def test_notebook07_validates_on_bus_bra_both_ways(smoke_run):
 #: data): notebook 06 with two of its variants, Score-CAM on a few images and no data
 #: randomisation (the bundled smoke run keeps every variant and the check)
 FEWER = {"variants": ["recipe", "no flip test-time augmentation"], "scorecam_images": 8,
-         "data_randomisation": False}
+         "selection_scorecam_images": 4, "data_randomisation": False}
 
 
 @pytest.mark.slow

@@ -37,6 +37,7 @@ def test_the_paper_profile_runs_every_notebook_with_its_six_encoders(tmp_path):
                          # two of notebook 06's variants and no data randomisation (the
                          # smoke run has them all): the paths are the same, in 5 minutes
                          extra_parameters={"scorecam_images": 4, "permutation_repeats": 2,
+                                           "selection_scorecam_images": 2,
                                            "data_randomisation": False,
                                            "external_cohort": str(external),
                                            "variants": ["recipe", "no flip test-time "

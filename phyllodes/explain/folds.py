@@ -75,12 +75,15 @@ def baselines(study: Study, fm: FoldModel, images: ImageSet) -> tuple[np.ndarray
 
 def explain_folds(study: Study, folds: list[FoldModel], images: ImageSet,
                   scorecam_images: int | None = 40, n_repeats: int = 10,
-                  cam_batch_size: int = 64, seed: int = 0, faithfulness: bool = True
-                  ) -> Explanation:
+                  cam_batch_size: int = 64, seed: int = 0, faithfulness: bool = True,
+                  cam_layers: dict[str, str | None] | None = None) -> Explanation:
     """CAMs and, for multimodal models, Shapley shares, ablation AUCs and clinical feature
     importance, pooled over folds (an image-only model gets CAMs only). ``faithfulness``: also
     the deletion curves of every map and of two maps without model information
-    (:func:`faithfulness_curves`)."""
+    (:func:`faithfulness_curves`). ``cam_layers``: each method's target layer (``gradcam++``,
+    ``scorecam``: a module path in the encoder, as :func:`choose_cam_layers` chose it; None or
+    missing: the family's)."""
+    layers = {m: (cam_layers or {}).get(m) for m in explain.CAM_METHODS}
     rng = np.random.default_rng(seed)
     cams_gpp, cams_sc, rows_all, sc_rows = [], [], [], []
     per_img, ablations, importances, faithful = [], [], [], []
@@ -98,13 +101,13 @@ def explain_folds(study: Study, folds: list[FoldModel], images: ImageSet,
             ablations.append({"fold": fm.fold, **abl})
         per_img.append(frame)
         cams_gpp.append(explain.compute_cams(fm.model, x, c, method="gradcam++",
-                                             batch_size=cam_batch_size))
+                                             batch_size=cam_batch_size,
+                                             layer=layers["gradcam++"]))
         rows_all.append(rows)
-        k = len(rows) if scorecam_images is None else max(
-            1, int(round(scorecam_images * len(rows) / len(study.cohort.images))))
-        pick = np.sort(rng.choice(len(rows), size=min(k, len(rows)), replace=False))
+        pick = _subset(len(rows), len(study.cohort.images), scorecam_images, rng)
         cams_sc.append(explain.compute_cams(fm.model, x[pick], None if c is None else c[pick],
-                                            method="scorecam", batch_size=cam_batch_size))
+                                            method="scorecam", batch_size=cam_batch_size,
+                                            layer=layers["scorecam"]))
         sc_rows.append(rows[pick])
         if faithfulness:
             faithful.append(faithfulness_curves(study, fm, images, x, c, rows, cams_gpp[-1],
@@ -123,7 +126,8 @@ def explain_folds(study: Study, folds: list[FoldModel], images: ImageSet,
         cams_scorecam=np.concatenate(cams_sc), scorecam_rows=np.concatenate(sc_rows),
         ablation=pd.DataFrame(ablations),
         importance=pd.concat(importances, ignore_index=True) if importances else pd.DataFrame(),
-        faithfulness=pd.concat(faithful, ignore_index=True) if faithful else pd.DataFrame())
+        faithfulness=pd.concat(faithful, ignore_index=True) if faithful else pd.DataFrame(),
+        cam_layers=layers)
 
 
 def faithfulness_curves(study: Study, fm: FoldModel, images: ImageSet, x: torch.Tensor,
@@ -143,17 +147,118 @@ def faithfulness_curves(study: Study, fm: FoldModel, images: ImageSet, x: torch.
     cases = (("Grad-CAM++", gradcampp[pick]), ("Score-CAM", scorecam),
              ("random map", rng.random((n, h, w))),
              ("centre prior", np.broadcast_to(explain.centre_prior(h, w), (n, h, w))))
+    return pd.concat([_deletion_areas(study, fm, name, xs, cs, rows[pick], maps, base, seed)
+                      for name, maps in cases], ignore_index=True)
+
+
+def _deletion_areas(study: Study, fm: FoldModel, name: str, x: torch.Tensor,
+                    c: np.ndarray | None, rows: np.ndarray, maps: np.ndarray, base: np.ndarray,
+                    seed: int) -> pd.DataFrame:
+    """The deletion-curve areas of one set of maps of images ``x`` (cohort ``rows``), most and
+    least relevant first: one row per image (``map`` = ``name``)."""
+    area = {}
+    for key, first in (("morf", True), ("lerf", False)):
+        curves = explain.deletion_scores(fm.model, x, c, maps, base,
+                                         most_relevant_first=first, seed=seed)
+        area[key] = attribution.curve_area(curves, explain.DELETION_FRACTIONS)
+    return pd.DataFrame({"map": name, "row": rows, "subject_id": study.cohort.images[
+        "subject_id"].to_numpy()[rows], "fold": fm.fold, **area})
+
+
+#: the split seed of the folds the CAM layers are chosen on: not the study's (seed 0), the
+#: same other folds notebook 06 chooses the recipe on
+CAM_SELECTION_SEED = 1
+_METHOD_NAMES = {"gradcam++": "Grad-CAM++", "scorecam": "Score-CAM"}
+
+
+def _subset(n_rows: int, n_cohort: int, images: int | None, rng: np.random.Generator
+            ) -> np.ndarray:
+    """Which of a fold's ``n_rows`` test images get Score-CAM: its share of ``images`` over
+    the cohort's ``n_cohort`` (None: all), at least one, drawn at random, sorted."""
+    k = n_rows if images is None else max(1, int(round(images * n_rows / n_cohort)))
+    return np.sort(rng.choice(n_rows, size=min(k, n_rows), replace=False))
+
+
+def choose_cam_layers(study: Study, folds: list[FoldModel], images: ImageSet,
+                      scorecam_images: int | None = 40, n_boot: int = 1000, seed: int = 0
+                      ) -> tuple[dict[str, str | None], pd.DataFrame]:
+    """Each CAM method's target layer, chosen by faithfulness on ``folds``: the fold models of
+    a split seed the study does not report (:data:`CAM_SELECTION_SEED`), so the choice never
+    sees the reported test subjects. The candidates (:func:`explain.cam_layer_candidates`):
+    the family's layer and, where its maps are coarser than 16 x 16, the last stage with maps
+    at least that fine. Each candidate's maps of every test image (Score-CAM: of
+    ``scorecam_images`` of them) are scored by their deletion-curve gap (LeRF - MoRF) minus a
+    random map's on the same images (:func:`phyllodes.evaluate.attribution.faithfulness_table`,
+    subject-bootstrap CIs); the candidate with the larger mean is chosen, the family's layer
+    when no other is larger. Returns the choice (``{method: layer path or None}``) and the
+    table that shows it (Table 6e)."""
+    rng = np.random.default_rng(seed)
+    candidates = explain.cam_layer_candidates(folds[0].model, study.profile.image_size)
     frames = []
-    for name, maps in cases:
-        area = {}
-        for key, first in (("morf", True), ("lerf", False)):
-            curves = explain.deletion_scores(fm.model, xs, cs, maps, base,
-                                             most_relevant_first=first, seed=seed)
-            area[key] = attribution.curve_area(curves, explain.DELETION_FRACTIONS)
-        frames.append(pd.DataFrame({"map": name, "row": rows[pick],
-                                    "subject_id": study.cohort.images["subject_id"]
-                                    .to_numpy()[rows[pick]], "fold": fm.fold, **area}))
-    return pd.concat(frames, ignore_index=True)
+    for fm in folds:
+        x, c, rows = fold_inputs(study, fm, images, "test")
+        base, _ = baselines(study, fm, images)
+        every = np.arange(len(rows))
+        pick = _subset(len(rows), len(study.cohort.images), scorecam_images, rng)
+        cases = [("random map", every, rng.random((len(rows), *x.shape[-2:])))]
+        for method in explain.CAM_METHODS:
+            idx = pick if method == "scorecam" else every
+            for layer, _grid in candidates:
+                cases.append((_candidate_name(method, layer), idx, explain.compute_cams(
+                    fm.model, x[idx], None if c is None else c[idx], method=method,
+                    layer=layer)))
+        frames += [_deletion_areas(study, fm, name, x[idx], None if c is None else c[idx],
+                                   rows[idx], maps, base, seed + fm.fold)
+                   for name, idx, maps in cases]
+    table = attribution.faithfulness_table(pd.concat(frames, ignore_index=True),
+                                           references=("random map",), n_boot=n_boot,
+                                           seed=seed)
+    return _chosen_layers(table, candidates, explain.layer_name(folds[0].model))
+
+
+def _candidate_name(method: str, layer: str | None) -> str:
+    return f"{_METHOD_NAMES[method]} @ {layer or 'family layer'}"
+
+
+def _chosen_layers(table: pd.DataFrame, candidates: list[tuple[str | None, tuple[int, int]]],
+                   family_layer: str) -> tuple[dict[str, str | None], pd.DataFrame]:
+    """The choice from the faithfulness table of the candidates (:func:`choose_cam_layers`),
+    and the table as Table 6e: one row per method and candidate (and the random map), with
+    the layer, its map grid, the gap minus the random map's [CI], the reading and the choice."""
+    gain = "gap minus random map"
+    chosen: dict[str, str | None] = {}
+    rows = []
+    for method in explain.CAM_METHODS:
+        best, best_gain = None, -np.inf
+        for layer, grid in candidates:
+            r = table[table["map"] == _candidate_name(method, layer)].iloc[0]
+            g = float(r[gain]) if np.isfinite(r[gain]) else -np.inf
+            if g > best_gain:        # the family's layer (first) wins a tie
+                best, best_gain = layer, g
+            rows.append({"method": _METHOD_NAMES[method],
+                         "layer": layer or family_layer,
+                         "candidate": "the family's CAM layer" if layer is None else
+                         f"the last stage with maps of {explain.FINE_MAP_SIDE}x"
+                         f"{explain.FINE_MAP_SIDE} or more",
+                         "map grid": f"{grid[0]}x{grid[1]}", **_faithful_columns(r),
+                         "_layer": layer})
+        chosen[method] = best
+        for r in rows:
+            if r["method"] == _METHOD_NAMES[method]:
+                r["chosen"] = "yes" if r.pop("_layer") == best else "no"
+    ref = table[table["map"] == "random map"].iloc[0]
+    rows.append({"method": "random map", "layer": "", "candidate": "reference",
+                 "map grid": "", **_faithful_columns(ref), "chosen": ""})
+    out = pd.DataFrame(rows)
+    out["selection folds"] = f"split seed {CAM_SELECTION_SEED}"
+    return chosen, out
+
+
+def _faithful_columns(r: pd.Series) -> dict:
+    keys = ("images", "subjects", "morf", "lerf", "gap", "gap_low", "gap_high",
+            "gap minus random map", "gap minus random map low",
+            "gap minus random map high", "reading")
+    return {k: r.get(k, np.nan) for k in keys}
 
 
 def cam_examples(result: Explanation, per_outcome: int, seed: int = 0) -> pd.DataFrame:
@@ -189,11 +294,13 @@ def scorecam_panel(result: Explanation, images: ImageSet, per_outcome: int, seed
     return CamPanel(imgs, result.cams_scorecam[ex["position"]], titles, masks, bands)
 
 
-def randomisation_for_fold(study: Study, fm: FoldModel, images: ImageSet, seed: int = 0
-                           ) -> SanityCheck:
-    """Model-randomisation check (Grad-CAM++) on one fold's test images."""
+def randomisation_for_fold(study: Study, fm: FoldModel, images: ImageSet, seed: int = 0,
+                           layer: str | None = None) -> SanityCheck:
+    """Model-randomisation check (Grad-CAM++ at ``layer``; None: the family's) on one fold's
+    test images."""
     x, c, rows = fold_inputs(study, fm, images, "test")
-    maps = explain.randomisation_check(fm.model, x, c, method="gradcam++", seed=seed)
+    maps = explain.randomisation_check(fm.model, x, c, method="gradcam++", seed=seed,
+                                       layer=layer)
     return SanityCheck("model randomisation", fm.fold, rows, maps)
 
 
@@ -203,9 +310,9 @@ RANDOMISATION_PASS = 0.5
 
 
 def randomisation_all_folds(study: Study, folds: list[FoldModel], images: ImageSet,
-                            seed: int = 0) -> list[SanityCheck]:
+                            seed: int = 0, layer: str | None = None) -> list[SanityCheck]:
     """:func:`randomisation_for_fold` of every fold."""
-    return [randomisation_for_fold(study, fm, images, seed=seed) for fm in folds]
+    return [randomisation_for_fold(study, fm, images, seed=seed, layer=layer) for fm in folds]
 
 
 #: added to the study's seed: the label permutation of the data-randomisation check
@@ -223,7 +330,8 @@ def permuted_label_study(study: Study, seed: int = 0) -> Study:
 
 
 def data_randomisation(study: Study, folds: list[FoldModel], permuted: list[FoldModel],
-                       images: ImageSet, checks: list[SanityCheck]) -> list[SanityCheck]:
+                       images: ImageSet, checks: list[SanityCheck], layer: str | None = None
+                       ) -> list[SanityCheck]:
     """The data-randomisation sanity check (Adebayo et al. 2018) on every fold: the fold's
     model trained on permuted labels (``permuted``: :func:`fold_models` of the finished runs
     of :func:`permuted_label_study`, same specs and folds), its Grad-CAM++ maps of the fold's
@@ -240,7 +348,7 @@ def data_randomisation(study: Study, folds: list[FoldModel], permuted: list[Fold
         if not np.array_equal(rows, check.rows):
             raise ValueError(f"fold {fm.fold}: the permuted model's test images are not the "
                              "real model's")
-        cams = explain.compute_cams(pm.model, x, c, method="gradcam++")
+        cams = explain.compute_cams(pm.model, x, c, method="gradcam++", layer=layer)
         prob = predict_proba(pm.model, x, c)
         auc = subject_auc(truth["subject_id"].to_numpy()[rows], truth["y"].to_numpy()[rows],
                           prob)
@@ -307,17 +415,30 @@ def randomised_maps_panel(check: SanityCheck, images: ImageSet, n: int = 4) -> C
     return CamPanel(np.repeat(imgs, 2, axis=0), pair.reshape(2 * k, *pair.shape[2:]), titles)
 
 
+def cam_layer_summary(result: Explanation, model: PhyllodesNet, image_size: int
+                      ) -> dict[str, tuple[str, tuple[int, int]]]:
+    """Each method's (display name) CAM layer as the explanation used it: its module path in
+    the encoder and its map grid at ``image_size``."""
+    return {_METHOD_NAMES[m]: (explain.layer_name(model, result.cam_layers.get(m)),
+                               explain.map_grid(model, image_size, result.cam_layers.get(m)))
+            for m in explain.CAM_METHODS}
+
+
 def table6_cam_validation(study: Study, result: Explanation, images: ImageSet,
                           randomisation_spearman: float | None = None,
-                          grid: tuple[int, int] | None = None) -> pd.DataFrame:
+                          layers: dict[str, tuple[str, tuple[int, int]]] | None = None
+                          ) -> pd.DataFrame:
     """Map validation for Grad-CAM++ (all test images) and Score-CAM (its subset), and the
-    rank correlation of the maps with those of a re-initialised encoder (fold 0).
+    rank correlation of the maps with those of a re-initialised encoder (fold 0). ``layers``
+    (:func:`cam_layer_summary`) adds each method's CAM layer and map grid.
 
     A cohort without lesion masks (no ``mask_path`` column) gets one row per method saying so.
     """
     out = _cam_validation(study, result, images)
-    if grid is not None:
-        out.insert(1, "map grid", f"{grid[0]}x{grid[1]}")
+    if layers is not None:
+        out.insert(1, "layer", out["method"].map(lambda m: layers[m][0]))
+        out.insert(2, "map grid", out["method"].map(
+            lambda m: f"{layers[m][1][0]}x{layers[m][1][1]}"))
     if randomisation_spearman is not None:
         out["randomisation_spearman (fold 0, Grad-CAM++)"] = randomisation_spearman
     return out

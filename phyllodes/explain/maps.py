@@ -128,14 +128,15 @@ class ImageBranchWrapper(nn.Module):
 # --------------------------------------------------------------------------- target layers
 
 
-def map_grid(model: nn.Module, image_size: int) -> tuple[int, int]:
+def map_grid(model: nn.Module, image_size: int, layer: str | None = None) -> tuple[int, int]:
     """The resolution (h, w) of the CAMs of ``model`` at ``image_size``: the target layer's
-    spatial size, before the maps are upsampled to the image."""
-    layer = target_layers(model)[0]
+    (``layer``, a module path in the image encoder; None: :func:`target_layers`) spatial size,
+    before the maps are upsampled to the image."""
+    module = target_layers(model, layer)[0]
     shape = {}
     def grab(_module, _inputs, out) -> None:  # returning None keeps the layer's output
         shape.setdefault("s", out.shape)
-    hook = layer.register_forward_hook(grab)
+    hook = module.register_forward_hook(grab)
     try:
         dev = next(model.parameters()).device
         x = torch.zeros(1, 1, image_size, image_size, device=dev)
@@ -147,14 +148,47 @@ def map_grid(model: nn.Module, image_size: int) -> tuple[int, int]:
     return (int(s[-2]), int(s[-1])) if len(s) == 4 else (int(s[1]), int(s[2]))
 
 
-def target_layers(model: nn.Module) -> list[nn.Module]:
-    """The CAM target layer of the model's timm encoder, from its family's entry in
+#: the side a finer CAM must have at least (issue: maps of 16 x 16 or more)
+FINE_MAP_SIDE = 16
+
+
+def cam_layer_candidates(model: nn.Module, image_size: int, min_side: int = FINE_MAP_SIDE
+                         ) -> list[tuple[str | None, tuple[int, int]]]:
+    """The CAM layers to choose between, with their map grids: the family's (None) and, when
+    its maps are smaller than ``min_side`` on a side, the output of the last stage whose maps
+    are at least ``min_side`` x ``min_side`` (the same model, a finer map; convolutional
+    families with a stage table only). The choice is made on other folds than those reported
+    (:func:`phyllodes.explain.folds.choose_cam_layers`)."""
+    enc = _image_encoder(model)
+    out: list[tuple[str | None, tuple[int, int]]] = [(None, map_grid(model, image_size))]
+    fam = families.family_of(enc)
+    if fam is None or fam.layout is not None or not fam.has_stages \
+            or min(out[0][1]) >= min_side:
+        return out
+    for stage in reversed(families.stages(enc)):  # those a tap kept
+        path = stage[-1]
+        grid = map_grid(model, image_size, path)
+        if min(grid) >= min_side:
+            out.append((path, grid))
+            break
+    return out
+
+
+def target_layers(model: nn.Module, layer: str | None = None) -> list[nn.Module]:
+    """The CAM target layer of the model's timm encoder: ``layer`` (a module path in the
+    encoder, e.g. ``blocks.2``), or its family's entry in
     :data:`phyllodes.models.families.FAMILIES` (ResNet ``layer4[-1]``, DenseNet
     ``features.norm5``, EfficientNet ``bn2``, MobileNetV3 ``blocks[-1]``, ConvNeXt
     ``stages[-1]``, ViT ``blocks[-1].norm1``, Swin ``layers[-1]``; a tapped encoder's last kept
     stage). ViT and Swin need :func:`reshape_transform` as well.
     """
     enc = _image_encoder(model)
+    if layer is not None:
+        try:
+            return [families.module_at(enc, layer)]
+        except (AttributeError, IndexError):
+            raise ValueError(f"encoder {type(enc).__name__} has no module '{layer}'; give a "
+                             "module path of model.encoder (see named_modules())") from None
     try:
         return [families.cam_layer(enc)]
     except ValueError:
@@ -163,6 +197,15 @@ def target_layers(model: nn.Module) -> list[nn.Module]:
             "hand: compute_cams(model, images, clinical, layers=[model.encoder.<last spatial "
             "module>], reshape=<callable turning its output into (B, C, h, w)> or None for "
             "CNNs), or add its family to phyllodes.models.families.FAMILIES") from None
+
+
+def layer_name(model: nn.Module, layer: str | None = None) -> str:
+    """The module path in the image encoder of the CAM target layer (``layer``, or the
+    family's when None), e.g. ``bn2``: how tables name it."""
+    if layer is not None:
+        return layer
+    target = target_layers(model)[0]
+    return next(n for n, m in _image_encoder(model).named_modules() if m is target)
 
 
 def _vit_tokens_to_map(x: torch.Tensor, n_prefix: int, grid: tuple[int, int] | None
@@ -223,14 +266,16 @@ def _quiet_scorecam() -> Iterator[None]:
 def compute_cams(model: nn.Module, images: ArrayLike, clinical: ArrayLike | None = None,
                  method: str = "scorecam", batch_size: int = 32,
                  layers: list[nn.Module] | None = None,
-                 reshape: Callable[[torch.Tensor], torch.Tensor] | None | str = "auto"
-                 ) -> np.ndarray:
+                 reshape: Callable[[torch.Tensor], torch.Tensor] | None | str = "auto",
+                 layer: str | None = None) -> np.ndarray:
     """CAMs (N, H, W) in [0, 1] at the input size, target = the positive-class logit.
 
     ``method``: ``"scorecam"`` (pytorch_grad_cam.ScoreCAM, gradient-free, one forward pass per
     activation channel per image: ``batch_size`` masked copies go through the network at once,
     one subject at a time) or ``"gradcam++"`` (GradCAMPlusPlus, ``batch_size`` subjects per
-    pass). ``layers``/``reshape`` override :func:`target_layers`/:func:`reshape_transform`.
+    pass). ``layer``: the target layer as a module path in the image encoder (None: the
+    family's, :func:`target_layers`); ``layers``/``reshape`` override
+    :func:`target_layers`/:func:`reshape_transform` with modules.
     The model is evaluated in eval mode; its train/eval mode is restored afterwards and its
     parameter gradients are cleared (Grad-CAM++ back-propagates through it). Each map is
     min-max scaled to [0, 1] by pytorch-grad-cam (an all-zero map stays zero). Score-CAM cost:
@@ -248,7 +293,9 @@ def compute_cams(model: nn.Module, images: ArrayLike, clinical: ArrayLike | None
     c = _as_clinical(clinical, n)
     if c is not None and c.shape[0] == 1 and n > 1:
         c = c.expand(n, -1)
-    layers = target_layers(model) if layers is None else list(layers)
+    if layers is not None and layer is not None:
+        raise ValueError("give the target layer as layer (a path) or layers (modules), not both")
+    layers = target_layers(model, layer) if layers is None else list(layers)
     if isinstance(reshape, str):
         if reshape != "auto":
             raise ValueError("reshape must be 'auto', None or a callable")
@@ -282,19 +329,6 @@ def compute_cams(model: nn.Module, images: ArrayLike, clinical: ArrayLike | None
         model.train(was_training)
     maps = np.concatenate(out, axis=0) if out else np.zeros((0, *size), np.float32)
     return np.clip(maps.astype(np.float32), 0.0, 1.0)
-
-
-# --------------------------------------------------------------------------- map validation
-
-
-
-
-
-
-
-
-
-
 
 
 # --------------------------------------------------------------------------- randomisation

@@ -6,7 +6,7 @@ The report layer draws these; it never imports training or the networks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -45,6 +45,8 @@ class Explanation:
     ablation: pd.DataFrame
     importance: pd.DataFrame
     faithfulness: pd.DataFrame
+    #: each method's CAM target layer (a module path in the encoder; None: the family's)
+    cam_layers: dict = field(default_factory=dict)
 
     def shapley_sum_error(self) -> float | None:
         """The largest deviation from Shapley efficiency over the test images: how far

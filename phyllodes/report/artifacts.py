@@ -83,6 +83,9 @@ ARTIFACTS: tuple[Artifact, ...] = (
     Artifact("Figure 3: Score-CAM", "05_explainability", ("table6_cam_validation",),
              ("fig3_scorecam",), ("report.figures.fig3_scorecam",
                                   "explain.folds.table6_cam_validation")),
+    Artifact("the CAM layer of each method (the family's or a finer one), chosen by "
+             "faithfulness on the folds of another split seed", "05_explainability",
+             ("table6e_cam_layer_choice",), built_by=("explain.folds.choose_cam_layers",)),
     Artifact("are the maps faithful (deletion curves against a random map and a centre prior), "
              "and where in the anatomy (lesion, peri-lesional band, rest) by outcome",
              "05_explainability", ("table6b_cam_faithfulness", "table6c_cam_anatomy"),

@@ -25,6 +25,11 @@ def _csv(stem: str):
     return pd.read_csv(TABLES / f"{stem}.csv", dtype=str, keep_default_na=False)
 
 
+def _csv_or_none(stem: str):
+    """A table, or None when this study did not make it."""
+    return _csv(stem) if (TABLES / f"{stem}.csv").exists() else None
+
+
 def _p(x: str) -> str:
     v = float(x)
     return "p < 0.001" if v < 0.001 else f"p = {v:.3f}"
@@ -152,7 +157,15 @@ def _maps_bullet() -> str:
     sc = cam[(cam["method"] == "Score-CAM") & (cam["group"] == "all")].iloc[0]
     goal = reported.STUDY_TARGETS
     lift = float(g["energy_lift"])
-    return (f"- **Maps** ({g['map grid']} before upsampling): Grad-CAM++ puts {lift:.2f}× the "
+    where = f"{g['map grid']} before upsampling"
+    if "layer" in cam.columns:
+        where = (f"Grad-CAM++ at {g['layer']}, {g['map grid']}; Score-CAM at {sc['layer']}, "
+                 f"{sc['map grid']}; before upsampling")
+        choice = _csv_or_none("table6e_cam_layer_choice")
+        if choice is not None:
+            where += (f"; each CAM layer chosen by faithfulness on the folds of "
+                      f"{choice['selection folds'].iloc[0]}, Table 6e")
+    return (f"- **Maps** ({where}): Grad-CAM++ puts {lift:.2f}× the "
             f"chance share of its energy inside the lesion [{float(g['lift_low']):.2f}, "
             f"{float(g['lift_high']):.2f}], pointing game {float(g['hit_rate']):.2f}; Score-CAM "
             f"{float(sc['energy_lift']):.2f}× [{float(sc['lift_low']):.2f}, "
