@@ -87,3 +87,43 @@ def pin_compiler() -> None:
     if tag() == "pinned-avx2":
         import torch._inductor.config as inductor
         inductor.cpp.simdlen = 256
+
+
+def machine() -> dict:
+    """The processor the kernels run on: ``vendor`` (``AuthenticAMD``, ``GenuineIntel``, or
+    the platform's name off x86 Linux), ``model`` (its name), ``family`` / ``model_number``
+    (x86 Linux), and ``isa``, the vector extensions that decide what the native kernels would
+    use. Recorded beside the committed tables (``tables/<cohort>/machine.json``) so that
+    ``./run_all.sh --check`` knows what it compares against."""
+    info = {"vendor": platform.machine() or "unknown", "model": platform.processor() or "",
+            "family": None, "model_number": None, "isa": []}
+    try:
+        text = open("/proc/cpuinfo", encoding="utf-8", errors="replace").read()
+    except OSError:
+        return info
+    first = text.split("\n\n", 1)[0]
+    fields = {}
+    for line in first.splitlines():
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    flags = set(fields.get("flags", "").split())
+    info.update(vendor=fields.get("vendor_id", info["vendor"]),
+                model=fields.get("model name", info["model"]),
+                family=int(fields["cpu family"]) if fields.get("cpu family", "").isdigit()
+                else None,
+                model_number=int(fields["model"]) if fields.get("model", "").isdigit()
+                else None,
+                isa=sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_tile"}))
+    return info
+
+
+def record() -> dict:
+    """What computed a result, as far as the CPU kernels go: :func:`machine`, :func:`tag` and
+    the torch version (read from the installed package, torch is not imported here)."""
+    from importlib import metadata
+    try:
+        torch_version = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        torch_version = None
+    return {"machine": machine(), "kernels": tag(), "torch": torch_version}
+

@@ -431,4 +431,27 @@ def write_table(df: pd.DataFrame, study: Study, stem: str, caption: str = "",
     tex = df.to_latex(index=index, escape=True, caption=caption or None,
                       label=f"tab:{stem}")
     out["tex"].write_text(tex)
+    write_machine(d, stem)
     return out
+
+
+#: beside the tables: the processor and kernels that made each of them (``--check``)
+MACHINE_FILE = "machine.json"
+
+
+def write_machine(tables_dir: Path, stem: str) -> Path:
+    """Record which processor and CPU kernels made table ``stem`` in ``tables_dir``
+    (:func:`phyllodes.kernels.record`, one entry per table in ``machine.json``)."""
+    import json
+
+    from phyllodes import kernels
+    p = Path(tables_dir) / MACHINE_FILE
+    try:
+        made = json.loads(p.read_text()) if p.exists() else {}
+    except ValueError:
+        made = {}
+    made[stem] = kernels.record()
+    text = json.dumps(dict(sorted(made.items())), indent=1) + "\n"
+    if not p.exists() or p.read_text() != text:
+        p.write_text(text)
+    return p
