@@ -170,8 +170,14 @@ def _maps_bullet() -> str:
             f"{float(g['lift_high']):.2f}], pointing game {float(g['hit_rate']):.2f}; Score-CAM "
             f"{float(sc['energy_lift']):.2f}× [{float(sc['lift_low']):.2f}, "
             f"{float(sc['lift_high']):.2f}]"
-            + (f". The {goal['cam_lift']}× aimed at is not reached: the maps are coarse and "
-               "partly off the lesion." if lift < goal["cam_lift"] else "."))
+            + (f". The {goal['cam_lift']}× aimed at is not reached: the maps are "
+               + ("coarse and " if _side(g["map grid"]) < 16 else "")
+               + "partly off the lesion." if lift < goal["cam_lift"] else "."))
+
+
+def _side(grid: str) -> int:
+    """The shorter side of a map grid written '8x8'."""
+    return min(int(v) for v in str(grid).split("x"))
 
 
 def _recipe_bullet() -> str:
