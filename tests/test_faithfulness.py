@@ -235,6 +235,9 @@ def test_the_cam_layer_choice_takes_the_more_faithful_layer_and_the_family_on_a_
     assert table["chosen"].tolist() == ["yes", "no", "no", "yes", ""]
     assert table["gap minus random map"].tolist()[:4] == [0.04, 0.04, 0.02, 0.05]
     assert (table["selection folds"] == "split seed 1").all()
+    # the table names the folds the choice was made on, whichever they were
+    assert (_chosen_layers(t, cands, "bn2", selection_seed=3)[1]["selection folds"]
+            == "split seed 3").all()
     # a candidate without a number (no image had a map) is never chosen
     t = _choice_table({"Grad-CAM++ @ family layer": -0.01, "Grad-CAM++ @ blocks.2": np.nan,
                        "Score-CAM @ family layer": 0.0, "Score-CAM @ blocks.2": 0.3})

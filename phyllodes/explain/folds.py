@@ -180,10 +180,12 @@ def _subset(n_rows: int, n_cohort: int, images: int | None, rng: np.random.Gener
 
 
 def choose_cam_layers(study: Study, folds: list[FoldModel], images: ImageSet,
-                      scorecam_images: int | None = 40, n_boot: int = 1000, seed: int = 0
+                      scorecam_images: int | None = 40, n_boot: int = 1000, seed: int = 0,
+                      selection_seed: int = CAM_SELECTION_SEED
                       ) -> tuple[dict[str, str | None], pd.DataFrame]:
     """Each CAM method's target layer, chosen by faithfulness on ``folds``: the fold models of
-    a split seed the study does not report (:data:`CAM_SELECTION_SEED`), so the choice never
+    a split seed the study does not report (``selection_seed``, the seed of ``study``'s
+    folds, named in the table; :data:`CAM_SELECTION_SEED` by default), so the choice never
     sees the reported test subjects. The candidates (:func:`explain.cam_layer_candidates`):
     the family's layer and, where its maps are coarser than 16 x 16, the last stage with maps
     at least that fine. Each candidate's maps of every test image (Score-CAM: of
@@ -213,7 +215,8 @@ def choose_cam_layers(study: Study, folds: list[FoldModel], images: ImageSet,
     table = attribution.faithfulness_table(pd.concat(frames, ignore_index=True),
                                            references=("random map",), n_boot=n_boot,
                                            seed=seed)
-    return _chosen_layers(table, candidates, explain.layer_name(folds[0].model))
+    return _chosen_layers(table, candidates, explain.layer_name(folds[0].model),
+                          selection_seed)
 
 
 def _candidate_name(method: str, layer: str | None) -> str:
@@ -221,7 +224,8 @@ def _candidate_name(method: str, layer: str | None) -> str:
 
 
 def _chosen_layers(table: pd.DataFrame, candidates: list[tuple[str | None, tuple[int, int]]],
-                   family_layer: str) -> tuple[dict[str, str | None], pd.DataFrame]:
+                   family_layer: str, selection_seed: int = CAM_SELECTION_SEED
+                   ) -> tuple[dict[str, str | None], pd.DataFrame]:
     """The choice from the faithfulness table of the candidates (:func:`choose_cam_layers`),
     and the table as Table 6e: one row per method and candidate (and the random map), with
     the layer, its map grid, the gap minus the random map's [CI], the reading and the choice."""
@@ -250,7 +254,7 @@ def _chosen_layers(table: pd.DataFrame, candidates: list[tuple[str | None, tuple
     rows.append({"method": "random map", "layer": "", "candidate": "reference",
                  "map grid": "", **_faithful_columns(ref), "chosen": ""})
     out = pd.DataFrame(rows)
-    out["selection folds"] = f"split seed {CAM_SELECTION_SEED}"
+    out["selection folds"] = f"split seed {selection_seed}"
     return chosen, out
 
 

@@ -297,7 +297,6 @@ _BULLET_TABLES = ((r"linear probe|image branch", "table_unimodal_baselines"),
                   (r"faithful", "table6b_cam_faithfulness"),
                   (r"where grad-cam", "table6c_cam_anatomy"),
                   (r"sanity", "table6d_cam_sanity_checks"),
-                  (r"cam layer", "table6e_cam_layer_choice"),
                   (r"maps|cam", "table6_cam_validation"),
                   (r"recipe", "table9_image_recipe_ablation"))
 
