@@ -2,16 +2,24 @@
 
 A :class:`Study` carries everything a step needs: the profile (with the notebook's overrides),
 the validated cohort, its folds, the device, the seed, where outputs and caches go
-(:class:`phyllodes.paths.Outputs`), the encoder weights folder, the executor of run grids, and
-the in-memory caches (decoded images, view caches, probe features), keyed by what they were
-computed from. Nothing is read from or written to the process environment.
+(:class:`phyllodes.paths.Outputs`), the encoder weights (a folder, or a file for the study's
+encoder), the executor of run grids, and the in-memory caches (decoded images, view caches,
+probe features), keyed by what they were computed from. Nothing is read from or written to the
+process environment.
+
+A notebook opens its study from its parameters cell in one line,
+``study = open_study_from(globals())``: every parameter named like an argument of
+:func:`open_study` or a profile setting (:class:`~phyllodes.profiles.Profile`) is passed on, the
+notebook's own parameters are left to it.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import random
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +50,9 @@ class Study:
     cache_dir: Path = paths.DEFAULT_CACHE
     #: a folder of encoder weights files, one per encoder name (``--weights-dir``)
     weights_dir: str | None = None
+    #: a local weights file of the study's encoder (``profile.encoder``; offline use): every run
+    #: of that encoder (fine-tuned, probe, multimodal) starts from it, in every notebook
+    encoder_weights: str | None = None
     #: how run grids are executed: 'local' or 'ray' (and the Ray cluster's address)
     executor: str = "local"
     ray_address: str | None = None
@@ -74,6 +85,11 @@ class Study:
     @property
     def runs_dir(self) -> Path:
         return self.outputs.runs(self.name)
+
+    def encoder_weights_for(self, encoder: str) -> str | None:
+        """The weights file given for ``encoder`` (:attr:`encoder_weights`, which is the study's
+        encoder's); None: the weights folder or a package's / timm's weights apply."""
+        return self.encoder_weights if encoder == self.profile.encoder else None
 
     def with_settings(self, **overrides: Any) -> "Study":
         """The same study (cohort, folds, caches) under a profile with some settings changed."""
@@ -165,7 +181,8 @@ def open_study(profile: str = "quick", cohort: str | Path = "breast-lesions-usg"
                splits_file: str = "", feature_set: str | None = None,
                settings: dict | None = None, weights_dir: str | None = None,
                executor: str = "local", ray_address: str | None = None,
-               cache_dir: str | Path | None = None, **overrides: Any) -> Study:
+               cache_dir: str | Path | None = None, encoder_weights: str | None = None,
+               **overrides: Any) -> Study:
     """Load the profile (with overrides), the validated cohort and its folds.
 
     ``output_dir`` (empty: the repository) is where tables/, figures/ and results/ go.
@@ -174,7 +191,8 @@ def open_study(profile: str = "quick", cohort: str | Path = "breast-lesions-usg"
     cohort.yaml or ``all``; None: the primary set, ``paper`` (the paper's inputs) when the
     cohort names it, else ``all``. ``settings`` and ``overrides``: any profile settings
     (validated by :class:`~phyllodes.profiles.Profile`; ``None`` values are ignored), e.g.
-    ``settings={"pretrained": "none", "image_size": 64}``.
+    ``settings={"pretrained": "none", "image_size": 64}``. ``encoder_weights``: a local weights
+    file of the profile's encoder (:attr:`Study.encoder_weights`).
     """
     # warnings only: a notebook's outputs stay readable (the exclusions and normalisations are
     # shown by notebook 01 and python -m phyllodes validate)
@@ -195,4 +213,31 @@ def open_study(profile: str = "quick", cohort: str | Path = "breast-lesions-usg"
                  device=resolve_device(device), seed=seed, outputs=outputs,
                  cache_dir=Path(cache_dir).resolve() if cache_dir else paths.DEFAULT_CACHE,
                  weights_dir=str(Path(weights_dir).resolve()) if weights_dir else None,
-                 executor=executor, ray_address=ray_address)
+                 encoder_weights=str(Path(encoder_weights).resolve()) if encoder_weights
+                 else None, executor=executor, ray_address=ray_address)
+
+
+#: the names a notebook's parameters pass to :func:`open_study`: its arguments and the profile's
+#: settings (a profile's ``name`` is chosen by ``profile``)
+STUDY_PARAMETERS = frozenset(
+    [n for n in inspect.signature(open_study).parameters if n != "overrides"]
+    + [f.name for f in fields(Profile) if f.name != "name"])
+_PLAIN = (type(None), bool, int, float, str, list, tuple, dict)
+
+
+def open_study_from(parameters: Mapping[str, Any], **fixed: Any) -> Study:
+    """:func:`open_study` from a notebook's parameters (``globals()`` after its parameters cell,
+    papermill's injected values included): every name in :data:`STUDY_PARAMETERS` is passed on,
+    the notebook's own parameters (e.g. ``scorecam_images``) are not. ``fixed``: what this
+    notebook sets itself (e.g. ``feature_set="all"``), which wins over a parameter.
+
+    A study parameter must be a plain literal: a notebook name that shadows one with a module or
+    a function is an error, not a silent setting."""
+    picked = {k: v for k, v in parameters.items() if k in STUDY_PARAMETERS}
+    bad = sorted(k for k, v in picked.items() if k not in fixed and not isinstance(v, _PLAIN))
+    if bad:
+        raise TypeError(f"notebook names {bad} are study parameters (open_study's arguments and "
+                        "the profile's settings) but hold a "
+                        + ", ".join(type(picked[k]).__name__ for k in bad)
+                        + ", not a plain value: rename them in the notebook")
+    return open_study(**{**picked, **fixed})

@@ -25,6 +25,7 @@ import pandas as pd
 
 from phyllodes.evaluate import stats
 from phyllodes.evaluate.metrics import metrics_table, subject_level
+from phyllodes.keys import model_key, probe_name
 
 
 def subject_predictions(preds: pd.DataFrame, by: str = "model_label") -> pd.DataFrame:
@@ -73,13 +74,14 @@ def verdict(table: pd.DataFrame, tests: pd.DataFrame, fused: str, singles: list[
 
 
 def label_for(preds: pd.DataFrame, modality: str, model: str, fusion: str | None = None) -> str:
-    """The ``model_label`` of the runs with this modality, model (and fusion)."""
-    m = (preds["modality"] == modality) & (preds["model"] == model)
-    if modality == "multimodal" and fusion:
-        m &= preds["fusion"] == fusion
-    labels = preds.loc[m, "model_label"].unique()
+    """The display label of the model whose key (:func:`phyllodes.keys.model_key`) is
+    ``modality/model`` (``/fusion`` for a multimodal one): the rows are found by the
+    predictions' ``model_key`` column, never by searching labels; two labels under one key
+    (e.g. pretrained and random-init runs of one model) are an error."""
+    key = model_key(modality, model, fusion)
+    labels = preds.loc[preds["model_key"] == key, "model_label"].unique()
     if len(labels) != 1:
-        raise ValueError(f"expected one model for {modality}/{model}/{fusion}, found {labels}")
+        raise ValueError(f"expected one model with key {key}, found labels {list(labels)}")
     return str(labels[0])
 
 
@@ -111,7 +113,6 @@ def baselines_late_fusion(preds: pd.DataFrame, encoder: str, label: str
     """The late fusion (:func:`late_fusion`) of the two simple baselines, the clinical logistic
     regression and the image linear probe of ``encoder``: its prediction rows labelled
     ``label``, and the two baselines' labels."""
-    from phyllodes.keys import probe_name
     pair = [label_for(preds, "clinical", "logreg"), label_for(preds, "image",
                                                               probe_name(encoder))]
     return late_fusion(preds, pair, label), pair
@@ -132,4 +133,5 @@ def late_fusion(preds: pd.DataFrame, labels: list[str], label: str) -> pd.DataFr
     first = preds[preds["model_label"] == labels[0]].drop_duplicates("modality")
     return out.assign(modality="multimodal", model="late_fusion", fusion="late",
                       seed=int(first["seed"].iloc[0]), pretrained=bool(first["pretrained"].iloc[0]),
+                      model_key=model_key("multimodal", "late_fusion", "late"),
                       model_label=label, run_id="late-fusion:" + "+".join(labels))

@@ -37,6 +37,7 @@ from sklearn.metrics import roc_auc_score
 from phyllodes.data.references import ReferenceSpec
 from phyllodes.evaluate import stats
 from phyllodes.evaluate.metrics import sensitivity_of, specificity_of, subject_level
+from phyllodes.keys import model_key
 
 _KEYS = ["subject_id", "image_path", "fold", "split", "y"]
 
@@ -78,7 +79,8 @@ def reader_predictions(model_preds: pd.DataFrame, reference: pd.DataFrame, ref: 
     out = rows[keep].assign(prob=rule_prob(ref, s[keep]))
     label = reader_label(ref)
     return out.assign(modality="reader", model=ref.name, fusion="", seed=0, pretrained=True,
-                      model_label=label, run_id=f"reader:{ref.name}").reset_index(drop=True)
+                      model_key=model_key("reader", ref.name), model_label=label,
+                      run_id=f"reader:{ref.name}").reset_index(drop=True)
 
 
 def _logit(p) -> np.ndarray:
@@ -116,7 +118,8 @@ def combined_predictions(model_preds: pd.DataFrame, reference: pd.DataFrame, ref
     rows = model_preds[_KEYS].drop_duplicates().merge(
         subj[["subject_id", "fold", "split", "prob"]], on=["subject_id", "fold", "split"])
     out = rows.assign(modality="reader+model", model=f"{ref.name}+model", fusion="", seed=0,
-                      pretrained=True, model_label=label, run_id=f"combined:{ref.name}")
+                      pretrained=True, model_key=model_key("reader+model", f"{ref.name}+model"),
+                      model_label=label, run_id=f"combined:{ref.name}")
     return out, pd.DataFrame(coefs)
 
 

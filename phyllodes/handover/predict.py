@@ -34,6 +34,7 @@ from phyllodes.data.clinical import ClinicalEncoder
 from phyllodes.data.cohort import Cohort, load_cohort
 from phyllodes.data.contract import ROI_COLUMNS
 from phyllodes.handover.folder import DECLARATION, ModelFolderError, verify_folder
+from phyllodes.keys import model_key
 from phyllodes.profiles import get_profile
 from phyllodes.study import Study, resolve_device
 from phyllodes.train.apply import network_probs, target_study
@@ -312,4 +313,6 @@ def study_predictions(model: ExportedModel, study: Study) -> pd.DataFrame:
                          "split": "external", "y": imgs["y"].to_numpy(),
                          "prob": preds.images["prob"].to_numpy(), "run_id": model.doc["run_id"],
                          "modality": spec["modality"], "model": spec["model"],
-                         "fusion": spec["fusion"], "model_label": model.doc["label"]})
+                         "fusion": spec["fusion"],
+                         "model_key": model_key(spec["modality"], spec["model"], spec["fusion"]),
+                         "model_label": model.doc["label"]})

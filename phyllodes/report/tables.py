@@ -150,18 +150,47 @@ TABLE2_METRICS = {"auc": "AUC-ROC", "f1": "F1", "accuracy": "accuracy", "ppv": "
                   "sensitivity": "recall (sensitivity)", "specificity": "specificity"}
 
 
+@dataclass
+class ModalityComparison:
+    """Table 3's numbers for one set of clinical inputs (:func:`modality_comparison`), keyed by
+    row (``clinical``, ``image``, ``multimodal``, then the baselines and the reader)."""
+
+    #: row -> model label (display), the paper's three first
+    labels: dict[str, str]
+    #: :func:`~phyllodes.evaluate.comparisons.comparison_table` of the rows' models
+    table: pd.DataFrame
+    #: paired tests of the multimodal model against each other row
+    tests: pd.DataFrame
+    #: the predictions, with the late-fusion baseline's (and the reader's) rows added
+    preds: pd.DataFrame
+    #: a plain sentence: does the multimodal model beat each other row on this cohort?
+    verdict: str
+
+    def pooled_auc(self) -> dict[str, float]:
+        """Row -> pooled out-of-fold subject AUC."""
+        t = self.table.set_index("model_label")
+        return {k: float(t.at[v, "auc_pooled_est"]) for k, v in self.labels.items()}
+
+    def pooled_auc_ci(self) -> dict[str, list[float]]:
+        """Row -> [low, high] of its pooled AUC's subject-bootstrap 95% CI."""
+        t = self.table.set_index("model_label")
+        return {k: [float(t.at[v, "auc_pooled_low"]), float(t.at[v, "auc_pooled_high"])]
+                for k, v in self.labels.items()}
+
+    def delong_p(self) -> dict[str, float]:
+        """Comparison ('multimodal label vs other label') -> DeLong p-value."""
+        return dict(zip(self.tests["comparison"], self.tests["delong_p"]))
+
+
 def modality_comparison(preds: pd.DataFrame, encoder: str, fusion: str,
                         clinical_baselines: list[str], n_boot: int = 1000, seed: int = 0,
-                        reader: readers.Reader | None = None) -> dict:
+                        reader: readers.Reader | None = None) -> ModalityComparison:
     """Table 3's numbers for one set of clinical inputs: the paper's three models (clinical
     MLP, fine-tuned image branch, multimodal), the simple baselines (classical clinical models,
     the image linear probe, and the late fusion of the clinical logistic regression with the
-    probe), their metrics, and paired tests of the multimodal model against each.
-
-    Returns ``labels`` (row name -> model label, the paper's three first), ``table``
-    (:func:`comparison_table`), ``tests`` (multimodal vs each), ``verdict`` (a sentence) and
-    ``preds`` (with the late-fusion baseline's rows added). With a ``reader`` (the cohort's
-    reader reference) its row comes last and the multimodal model is tested against it too."""
+    probe), their metrics, and paired tests of the multimodal model against each. With a
+    ``reader`` (the cohort's reader reference) its row comes last and the multimodal model is
+    tested against it too."""
     labels = {"clinical": evaluation.label_for(preds, "clinical", "mlp"),
               "image": evaluation.label_for(preds, "image", encoder),
               "multimodal": evaluation.label_for(preds, "multimodal", encoder, fusion)}
@@ -182,11 +211,12 @@ def modality_comparison(preds: pd.DataFrame, encoder: str, fusion: str,
                                         order=list(labels.values()))
     singles = [lab for k, lab in labels.items() if k != "multimodal"]
     tests = paired_auc_tests(shown, labels["multimodal"], singles, n_boot=n_boot, seed=seed)
-    return {"labels": labels, "table": table, "tests": tests, "preds": preds,
-            "verdict": evaluation.verdict(table, tests, labels["multimodal"], singles)}
+    return ModalityComparison(labels, table, tests, preds,
+                              evaluation.verdict(table, tests, labels["multimodal"], singles))
 
 
-def table3e_reader_comparison(results: dict[str, dict], reader: readers.Reader, main: str,
+def table3e_reader_comparison(results: dict[str, ModalityComparison], reader: readers.Reader,
+                              main: str,
                               n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Table 3e, the reader in the comparison: the reader's AUC, then for the image model and
     the multimodal model of each set of clinical inputs (``results``: set name ->
@@ -195,10 +225,10 @@ def table3e_reader_comparison(results: dict[str, dict], reader: readers.Reader, 
     alone, with DeLong and bootstrap CIs and the subjects each rests on."""
     frames = []
     for name, res in results.items():
-        lab = res["labels"]
+        lab = res.labels
         models = ({"image model": lab["image"]} if name == main else {})
         models[f"multimodal model (clinical inputs '{name}')"] = lab["multimodal"]
-        t = readers.reader_comparison(res["preds"], reader, models, n_boot=n_boot, seed=seed)
+        t = readers.reader_comparison(res.preds, reader, models, n_boot=n_boot, seed=seed)
         frames.append(t if not frames else t.iloc[1:])  # the reader's own row once
     return pd.concat(frames, ignore_index=True)
 
@@ -375,11 +405,22 @@ def table5_operating_point(subj: pd.DataFrame, by: str = "model_label", target: 
     return OperatingPoints(pd.DataFrame(rows), pd.DataFrame(estimates))
 
 
+@dataclass
+class ModalityShare:
+    """Table 7 for people (``table``) and the Shapley image share with its subject-bootstrap
+    95% CI as numbers, for the figure and the notebook's record."""
+
+    table: pd.DataFrame
+    estimate: float
+    low: float
+    high: float
+
+
 def table7_modality_share(result: Explanation, paper_share: float, n_boot: int = 1000,
                           seed: int = 0
-                          ) -> tuple[pd.DataFrame, dict]:
+                          ) -> ModalityShare:
     """The image's share of the prediction: Shapley (subject-bootstrap CI) and ablation
-    estimates, with the paper's value beside them; also returns the Shapley CI dict."""
+    estimates, with the paper's value beside them."""
     pi, abl = result.per_image, result.ablation
     share = attribution.image_share_ci(pi["phi_image"], pi["phi_clinical"], groups=pi["subject_id"],
                                    n_boot=n_boot, seed=seed)
@@ -394,7 +435,8 @@ def table7_modality_share(result: Explanation, paper_share: float, n_boot: int =
          "value": f"{abl['auc_both'].mean():.3f} / {abl['auc_no_image'].mean():.3f} / "
                   f"{abl['auc_no_clinical'].mean():.3f}", "paper": float("nan")},
     ])
-    return table, share
+    return ModalityShare(table, float(share["estimate"]), float(share["low"]),
+                         float(share["high"]))
 
 
 def table8_clinical_importance(importance: pd.DataFrame) -> pd.DataFrame:

@@ -75,7 +75,9 @@ def apply_run(run_dir: Path | str, study: Study, encoder_weights: str | None = N
     target = target_study(study, settings)
     cohort, device = target.cohort, target.device
     if spec.uses_images:
-        weights = weights_file(spec.encoder, encoder_weights, study.weights_dir)
+        weights = weights_file(spec.encoder,
+                               encoder_weights or study.encoder_weights_for(spec.encoder),
+                               study.weights_dir)
         cfg_weights = _recorded_weights(run_dir)
         if cfg_weights and weights_digest(weights) != cfg_weights:
             raise ApplyError(f"{run_dir.name} was trained from encoder weights {cfg_weights}; "
@@ -98,7 +100,7 @@ def apply_run(run_dir: Path | str, study: Study, encoder_weights: str | None = N
                          "split": "external", "y": imgs["y"].to_numpy(),
                          "prob": np.asarray(prob, dtype=float), "run_id": run_dir.name,
                          "modality": spec.modality, "model": spec.model, "fusion": spec.fusion,
-                         "model_label": run_label(spec, settings)})
+                         "model_key": spec.key, "model_label": run_label(spec, settings)})
 
 
 def network_probs(model, enc, record: dict, target: Study, name: str) -> np.ndarray:

@@ -64,12 +64,14 @@ class StudyFiles:
     weights_dir: str | None
     device: str
     seed: int
+    encoder_weights: str | None = None
 
     @classmethod
     def of(cls, study: Study) -> "StudyFiles":
         return cls(study.profile, str(study.cohort.root), study.cohort.feature_set,
                    str(Path(study.splits_path).resolve()), str(study.outputs.root),
-                   str(study.cache_dir), study.weights_dir, study.device, study.seed)
+                   str(study.cache_dir), study.weights_dir, study.device, study.seed,
+                   study.encoder_weights)
 
     def open(self, device: str | None = None) -> Study:
         from phyllodes.data.cohort import load_cohort
@@ -79,7 +81,8 @@ class StudyFiles:
         splits = load_splits(self.splits_path, cohort)
         return Study(self.profile, cohort, splits, Path(self.splits_path),
                      device or self.device, self.seed, outputs=paths.Outputs.at(self.output_root),
-                     cache_dir=Path(self.cache_dir), weights_dir=self.weights_dir)
+                     cache_dir=Path(self.cache_dir), weights_dir=self.weights_dir,
+                     encoder_weights=self.encoder_weights)
 
 
 @dataclass(frozen=True)

@@ -150,9 +150,12 @@ class PlannedRun:
 def planned_run(study: Study, spec: RunSpec, encoder_weights: str | None = None) -> PlannedRun:
     """The one planner: image key → config → id → folder (see :attr:`PlannedRun.finished`).
 
-    ``encoder_weights``: a local weights file of the encoder; without it, the study's weights
-    folder (``--weights-dir``) is looked in (:func:`phyllodes.models.encoders.weights_file`)."""
-    encoder_weights = (weights_file(spec.encoder, encoder_weights, study.weights_dir)
+    ``encoder_weights``: a local weights file of the encoder; without it, the study's file for
+    its encoder (:meth:`~phyllodes.study.Study.encoder_weights_for`), then its weights folder
+    (``--weights-dir``) (:func:`phyllodes.models.encoders.weights_file`)."""
+    encoder_weights = (weights_file(spec.encoder,
+                                    encoder_weights or study.encoder_weights_for(spec.encoder),
+                                    study.weights_dir)
                        if spec.uses_images else None)
     config = run_config(study, spec, study.image_key() if spec.uses_images else None,
                         encoder_weights)
