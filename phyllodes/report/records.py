@@ -97,17 +97,18 @@ def encoder_record(study: Study, compared: str, encoder_table: pd.DataFrame,
             .set_index("model_label")["model"].to_dict()}
 
 
-def explanation_record(study: Study, explained: str, result, n_folds: int, share,
-                       tables: dict[str, pd.DataFrame], randomisation_spearman: float,
+def explanation_record(study: Study, explained: str, result, n_folds: int, share, *,
+                       validation: pd.DataFrame, faithfulness: pd.DataFrame,
+                       anatomy: pd.DataFrame, sanity: pd.DataFrame,
+                       layer_choice: pd.DataFrame | None, randomisation_spearman: float,
                        layers: dict, importance: pd.DataFrame) -> dict:
     """Notebook 05's record: the image share [CI] (``share``:
     :class:`~phyllodes.report.tables.ModalityShare`, None without clinical inputs) and its
-    Shapley efficiency error, the ablation, the rows of Tables 6-6e (``tables``: validation,
-    faithfulness, anatomy, sanity, layer_choice (None when the family's layers were used)), the
-    model-randomisation correlation, the CAM grid and layers and the top clinical feature
-    (``result``: the :class:`~phyllodes.explain.results.Explanation`)."""
-    def rows(name):
-        t = tables.get(name)
+    Shapley efficiency error, the ablation, the rows of Tables 6, 6b, 6c, 6d and 6e
+    (``layer_choice`` None when the family's layers were used), the model-randomisation
+    correlation, the CAM grid and layers and the top clinical feature (``result``: the
+    :class:`~phyllodes.explain.results.Explanation`)."""
+    def rows(t):
         return None if t is None else t.to_dict("records")
     return {"profile": study.profile.name, "cohort": study.name,
             "encoder": study.profile.encoder, "explained": explained,
@@ -116,10 +117,10 @@ def explanation_record(study: Study, explained: str, result, n_folds: int, share
             "image_share_ci": [None, None] if share is None else [share.low, share.high],
             "shapley_sum_error": result.shapley_sum_error(),
             "ablation": result.ablation.to_dict("records"),
-            "cam_validation": rows("validation"), "cam_faithfulness": rows("faithfulness"),
-            "cam_anatomy": rows("anatomy"), "randomisation_spearman": randomisation_spearman,
-            "sanity_checks": rows("sanity"), "cam_shape": list(result.cams_gradcampp.shape),
+            "cam_validation": rows(validation), "cam_faithfulness": rows(faithfulness),
+            "cam_anatomy": rows(anatomy), "randomisation_spearman": randomisation_spearman,
+            "sanity_checks": rows(sanity), "cam_shape": list(result.cams_gradcampp.shape),
             "cam_layers": {m: [name, list(g)] for m, (name, g) in layers.items()},
-            "cam_layer_choice": rows("layer_choice"),
+            "cam_layer_choice": rows(layer_choice),
             "top_clinical_feature": importance["feature"].iloc[0] if len(importance) else None,
             "paper_image_share": reported.IMAGE_SHARE}
