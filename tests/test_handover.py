@@ -10,6 +10,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from phyllodes.__main__ import main
 from phyllodes.handover.export import ExportError, export_model
@@ -91,7 +92,9 @@ def test_predict_equals_the_study_for_the_same_subjects(exported, runs, study):
     own = pd.read_csv(runs["fold0"] / "predictions.csv", dtype={"subject_id": str})
     test = own[own["split"] == "test"].set_index("image_path")["prob"]
     got = preds.images.set_index("image_path")["prob"].loc[test.index]
-    assert np.abs(got.to_numpy() - test.to_numpy()).max() < 1e-6
+    # the same numbers, not merely close: the model computes in the run's layout
+    # (PhyllodesNet.to_run_layout), over views built the same whoever builds them
+    assert np.array_equal(got.to_numpy(np.float32), test.to_numpy(np.float32))
     # the final model: what apply_run (notebook 07's evaluation) gives
     final = load_model(exported["final"]).predict(load_patients(
         load_model(exported["final"]), study.cohort.root))
@@ -103,6 +106,23 @@ def test_predict_equals_the_study_for_the_same_subjects(exported, runs, study):
     above = final.subjects["prob"] >= m.threshold
     assert (final.subjects["decision"].str.startswith("borderline/malignant") == above).all()
     assert final.subjects["n_images"].sum() == len(study.cohort.images)
+
+
+def test_an_applied_or_exported_network_computes_in_the_runs_layout(exported, runs, study,
+                                                                    monkeypatch):
+    """A reloaded run and an exported model compute as training did: channels-last weights
+    (oneDNN's convolutions round by layout; notebook 07's external predictions come from here)."""
+    from phyllodes.train import apply as apply_mod
+    seen, real = [], apply_mod.tta_predict
+    monkeypatch.setattr(apply_mod, "tta_predict",
+                        lambda model, *a, **k: seen.append(model) or real(model, *a, **k))
+    apply_run(runs["final"], study)
+    load_model(exported["final"]).predict(study.cohort)
+    convs = [[m.weight for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+             for net in seen]
+    assert len(seen) == 2 and all(convs)
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for ws in convs for w in ws)
+    assert all(any(not w.is_contiguous() for w in ws) for ws in convs)  # not the default one
 
 
 def _case_args(study, i):

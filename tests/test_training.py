@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -292,6 +293,35 @@ def test_view_cache_is_computed_once_shared_by_folds_and_kept_on_disk(study, mon
     before = views.prefix_digest(tr[0].model)
     tr[0].epoch()
     assert views.prefix_digest(tr[0].model) == before
+
+
+def test_view_cache_is_the_same_numbers_whichever_layout_builds_it(study, tmp_path,
+                                                                    monkeypatch):
+    """The cached views are a function of their key: a network in the default layout (an
+    exported model or a reloaded run) builds the same tensors as the training run's
+    channels-last one (notebook 07 builds BUS-BRA's views from an exported model, then trains
+    on them), and a process with other CPU kernels gets a cache of its own."""
+    from phyllodes import kernels
+    from phyllodes.models.network import PhyllodesNet
+    from phyllodes.train import views
+    torch.manual_seed(0)
+    net = PhyllodesNet("image", encoder="efficientnet_lite0", pretrained=False, img_size=32,
+                       frozen_stages=2)
+    images = study.images()
+    plain = views.view_cache(net, images, 2, memory={}, cache_dir=tmp_path / "a")
+    run = views.view_cache(copy.deepcopy(net).to_run_layout("cpu"), images, 2, memory={},
+                           cache_dir=tmp_path / "b")
+    # the two layouts round differently (~1e-7 per layer): the cache must not depend on it
+    x = images.images[:8].float().div(255.0).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        assert not torch.equal(net.encode_prefix(x),
+                               copy.deepcopy(net).to_run_layout("cpu").encode_prefix(x))
+    for name in ("clean", "flip", "views"):
+        assert torch.equal(plain[name], run[name]), name
+    assert net.training  # the caller's network is left as it was
+    key = views.view_cache_key(net, images, 2, torch.float32)
+    monkeypatch.setattr(kernels, "tag", lambda: "native")
+    assert views.view_cache_key(net, images, 2, torch.float32) != key
 
 
 def test_augmented_view_tta_averages_the_named_views(study):

@@ -199,6 +199,15 @@ class PhyllodesNet(nn.Module):
         enc = {id(p) for p in self.encoder.parameters()} if self.encoder is not None else set()
         return [p for p in self.parameters() if id(p) not in enc and p.requires_grad]
 
+    def to_run_layout(self, device: str | torch.device = "cpu") -> "PhyllodesNet":
+        """This network on ``device`` in the memory layout every run computes in: channels-last
+        weights for an image network (oneDNN chooses its convolution kernels by layout, and the
+        two layouts round differently, ~1e-7 per layer). Training, a finished run applied to
+        another cohort, an exported model and the view cache all go through here, so the same
+        weights give the same numbers whichever of them computes."""
+        model = self.to(device)
+        return model.to(memory_format=torch.channels_last) if self.uses_images else model
+
     def _normalise(self, image: torch.Tensor) -> torch.Tensor:
         x = image.expand(-1, self.in_chans, -1, -1) if image.shape[1] == 1 else image
         return (x - self.img_mean) / self.img_std

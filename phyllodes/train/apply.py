@@ -107,7 +107,7 @@ def network_probs(model, enc, record: dict, target: Study, name: str) -> np.ndar
     """A network's test-time probability of every image of ``target`` (already under the
     model's image settings, :func:`target_study`): its image, flip and views as in its run."""
     spec, settings, device = RunSpec(**record["spec"]), record["settings"], target.device
-    model = model.to(device)
+    model = model.to_run_layout(device)  # as in training: the same kernels, the same numbers
     x_clin = _clinical(enc, target, Path(name), spec, int(record["n_clinical"])).to(device)
     amp = autocast_dtype(target.profile, device)
     x_img, views = None, None

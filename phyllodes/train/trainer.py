@@ -225,9 +225,7 @@ class Trainer:
             if device.startswith("cuda"):
                 self.x_img = self.x_img.contiguous(memory_format=torch.channels_last)
         model = build_model(spec, profile.to_dict(), self.x_clin.shape[1],
-                            uses_pretrained(spec, profile), encoder_weights).to(device)
-        if self.uses_images:
-            model = model.to(memory_format=torch.channels_last)
+                            uses_pretrained(spec, profile), encoder_weights).to_run_layout(device)
         self.model = model
         self.cached = bool(self.uses_images and profile.cache_views and model.prefix_stages)
         self.amp = autocast_dtype(profile, device)

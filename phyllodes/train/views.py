@@ -17,20 +17,24 @@ tables must come out the same on any CPU that runs the quick profile). It runs i
 against 1.5 s for batches of 64 (the activations stay in cache), which matters for a cohort of
 1,875 images x 18 passes (BUS-BRA, notebook 07). The cache is kept in the study's memory and on
 disk (``.cache/views/``), keyed by a digest of the prefix's weights, the image cache key, K,
-the dtype and the code of the augmentation and of the prefix's forward
+the dtype, the CPU kernels and the code of the augmentation and of the prefix's forward
 (:func:`phyllodes.recipe.code_digest`: a docstring edit does not rebuild it): a stale file is
-never used.
+never used. The views are computed by a copy of the network in the run layout
+(:meth:`~phyllodes.models.network.PhyllodesNet.to_run_layout`), so they are the same numbers
+whichever caller builds them first (a training run, or an exported model predicting a cohort:
+notebook 07 does both on BUS-BRA).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 from pathlib import Path
 
 import torch
 
-from phyllodes import paths
+from phyllodes import kernels, paths
 from phyllodes.data.images import ImageSet, augment, fixed_view, pixel_digests
 from phyllodes.models.families import prefix_modules
 from phyllodes.recipe import code_digest
@@ -71,6 +75,14 @@ def _run(model, images01: torch.Tensor, dtype: torch.dtype, device: str,
     return torch.cat(out).contiguous()
 
 
+def view_cache_key(model, image_set: ImageSet, k: int, dtype: torch.dtype) -> str:
+    """What the cached views are computed from: the prefix's weights, the images, K, the dtype,
+    the views' seed and code, and the CPU kernels (:func:`phyllodes.kernels.tag`: a process with
+    other kernels computes other numbers, and the cache folder is shared)."""
+    return hashlib.sha256(f"{prefix_digest(model)}|{image_set.key}|{k}|{dtype}|{VIEWS_SEED}|"
+                          f"{views_code_digest()}|{kernels.tag()}".encode()).hexdigest()[:24]
+
+
 def view_cache(model, image_set: ImageSet, k: int, device: str = "cpu",
                dtype: torch.dtype = torch.float32, memory: dict | None = None,
                cache_dir: Path | None = None) -> dict[str, torch.Tensor]:
@@ -78,8 +90,7 @@ def view_cache(model, image_set: ImageSet, k: int, device: str = "cpu",
     of every image of ``image_set`` in ``dtype`` (bf16: computed under autocast), from
     ``memory`` (a dict the caller keeps), the disk cache under ``cache_dir``, or computed
     once."""
-    key = hashlib.sha256(f"{prefix_digest(model)}|{image_set.key}|{k}|{dtype}|{VIEWS_SEED}|"
-                         f"{views_code_digest()}".encode()).hexdigest()[:24]
+    key = view_cache_key(model, image_set, k, dtype)
     memory = {} if memory is None else memory
     if ("views", key) in memory:
         return memory[("views", key)]
@@ -92,8 +103,9 @@ def view_cache(model, image_set: ImageSet, k: int, device: str = "cpu",
                 return memory[("views", key)]
         except Exception as e:  # an unreadable cache is rebuilt, never trusted
             log.warning("view cache %s is unreadable (%s): rebuilding it", file, e)
-    was_training = model.training
-    model.eval()
+    # a copy in the run layout and eval mode: the views are a function of the key only, whether
+    # a training run, a reloaded run or an exported model (other layout) computes them first
+    model = copy.deepcopy(model).to_run_layout(device).eval()
     x01 = image_set.images.float().div(255.0)
     digests = pixel_digests(image_set.images)
     blob = {"clean": _run(model, x01, dtype, device),
@@ -101,7 +113,6 @@ def view_cache(model, image_set: ImageSet, k: int, device: str = "cpu",
             "views": torch.stack([_run(model, fixed_view(image_set.images, digests, v,
                                                          VIEWS_SEED), dtype, device)
                                   for v in range(k)])}
-    model.train(was_training)
     file.parent.mkdir(parents=True, exist_ok=True)
     tmp = file.with_suffix(".tmp")
     torch.save({"key": key, **{n: v.cpu() for n, v in blob.items()}}, tmp)
