@@ -128,7 +128,7 @@ def _metric_replicates(
 
 
 def _logit(p) -> np.ndarray:
-    return special.logit(np.clip(np.asarray(p, dtype=float), _EPS, 1 - _EPS))
+    return logit(p)
 
 
 def _unpenalised_logistic() -> LogisticRegression:
@@ -137,9 +137,9 @@ def _unpenalised_logistic() -> LogisticRegression:
     return LogisticRegression(**no_penalty, tol=1e-10, max_iter=10_000)
 
 
-def logit(p) -> np.ndarray:
-    """log(p / (1 - p)) of probabilities clipped to [1e-7, 1 - 1e-7]."""
-    return _logit(p)
+def logit(p, eps: float = _EPS) -> np.ndarray:
+    """log(p / (1 - p)) of probabilities clipped to [eps, 1 - eps] (default 1e-7)."""
+    return special.logit(np.clip(np.asarray(p, dtype=float), eps, 1 - eps))
 
 
 def auc_replicates(y_true, y_score, groups=None, n_boot: int = 2000, seed: int = 0
