@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 
 from phyllodes import paths
-from phyllodes.evaluate import comparisons
 from phyllodes.profiles import get_profile
 from phyllodes.report import records, tables
 from phyllodes.study import STUDY_PARAMETERS, open_study, open_study_from
@@ -103,14 +102,3 @@ def test_the_multimodal_record_reads_each_row_by_its_role(synthetic_cohort_dir, 
     assert rec["sensitivity"] == {"other": {"clinical": 0.6, "multimodal": 0.8}}
     assert rec["reader_comparison"] == [{"x": 1}] and rec["runs"] == ["run-a"]
     assert not math.isnan(rec["fusion_auc"]["multimodal · e · late"])
-
-
-def test_a_models_label_is_found_by_its_key_and_an_ambiguous_key_is_an_error():
-    preds = pd.DataFrame({"model_key": ["image/e", "multimodal/e/late", "multimodal/e/concat"],
-                          "model_label": ["image · e", "multimodal · e · late",
-                                          "multimodal · e · concat"]})
-    assert comparisons.label_for(preds, "multimodal", "e", "concat") == "multimodal · e · concat"
-    assert comparisons.label_for(preds, "image", "e", "late") == "image · e"  # no fusion
-    both = pd.concat([preds, preds.iloc[:1].assign(model_label="image · e (random init)")])
-    with pytest.raises(ValueError, match="key image/e"):
-        comparisons.label_for(both, "image", "e")

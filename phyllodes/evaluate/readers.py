@@ -84,8 +84,7 @@ def reader_predictions(model_preds: pd.DataFrame, reference: pd.DataFrame, ref: 
 
 
 def _logit(p) -> np.ndarray:
-    p = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
+    return stats.logit(p, eps=1e-6)
 
 
 def combined_predictions(model_preds: pd.DataFrame, reference: pd.DataFrame, ref: ReferenceSpec,
@@ -117,8 +116,10 @@ def combined_predictions(model_preds: pd.DataFrame, reference: pd.DataFrame, ref
     # back to image rows (a subject's images share its combined probability)
     rows = model_preds[_KEYS].drop_duplicates().merge(
         subj[["subject_id", "fold", "split", "prob"]], on=["subject_id", "fold", "split"])
+    models = sorted(set(model_preds["model_key"])) if "model_key" in model_preds else ["model"]
     out = rows.assign(modality="reader+model", model=f"{ref.name}+model", fusion="", seed=0,
-                      pretrained=True, model_key=model_key("reader+model", f"{ref.name}+model"),
+                      pretrained=True,
+                      model_key=model_key("reader+model", f"{ref.name}+{'+'.join(models)}"),
                       model_label=label, run_id=f"combined:{ref.name}")
     return out, pd.DataFrame(coefs)
 

@@ -314,5 +314,7 @@ def study_predictions(model: ExportedModel, study: Study) -> pd.DataFrame:
                          "prob": preds.images["prob"].to_numpy(), "run_id": model.doc["run_id"],
                          "modality": spec["modality"], "model": spec["model"],
                          "fusion": spec["fusion"],
-                         "model_key": model_key(spec["modality"], spec["model"], spec["fusion"]),
+                         "model_key": model_key(spec["modality"], spec["model"], spec["fusion"],
+                                                pretrained=bool(model.doc["settings"].get(
+                                                    "pretrained", False))),
                          "model_label": model.doc["label"]})

@@ -28,6 +28,7 @@ from phyllodes.train.runs import (
     load_linear_model,
     load_run_model,
     read_model_record,
+    run_key,
     run_label,
     weights_digest,
 )
@@ -100,7 +101,8 @@ def apply_run(run_dir: Path | str, study: Study, encoder_weights: str | None = N
                          "split": "external", "y": imgs["y"].to_numpy(),
                          "prob": np.asarray(prob, dtype=float), "run_id": run_dir.name,
                          "modality": spec.modality, "model": spec.model, "fusion": spec.fusion,
-                         "model_key": spec.key, "model_label": run_label(spec, settings)})
+                         "model_key": run_key(spec, settings),
+                         "model_label": run_label(spec, settings)})
 
 
 def network_probs(model, enc, record: dict, target: Study, name: str) -> np.ndarray:

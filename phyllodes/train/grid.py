@@ -235,12 +235,15 @@ def _run_grid_ray(study: Study, specs: list[RunSpec], overwrite: bool = False,
 def grid_summary(run_dirs: list[Path], n_boot: int = 1000, seed: int = 0) -> str:
     """A Markdown table of the grid's models: pooled out-of-fold subject AUC with its 95%
     subject-bootstrap CI, fold mean ± SD, and the runs, folds and subjects behind them."""
-    from phyllodes.evaluate.comparisons import comparison_table
+    from phyllodes.evaluate.comparisons import as_variant, comparison_table
     from phyllodes.train.runs import load_predictions
 
     preds = load_predictions(run_dirs)
-    if preds["seed"].nunique() > 1:
-        preds["model_label"] = preds["model_label"] + " · seed " + preds["seed"].astype(str)
+    if preds["seed"].nunique() > 1:  # each seed its own row
+        preds = pd.concat([as_variant(g, f"seed {s}",
+                                      label=f"{g['model_label'].iloc[0]} · seed {s}")
+                           for (_, s), g in preds.groupby(["model_key", "seed"], sort=False)],
+                          ignore_index=True)
     t = comparison_table(preds, n_boot=n_boot, seed=seed)
     runs = preds.groupby("model_label")["run_id"].nunique()
     out = pd.DataFrame({"model": t["model_label"],

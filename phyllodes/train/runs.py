@@ -361,6 +361,13 @@ def linear_model_from_data(data: dict):
     return clf
 
 
+def run_key(spec: RunSpec, settings: dict) -> str:
+    """The run's model key (:func:`phyllodes.keys.model_key`; ``@random-init`` when its image
+    branch did not start from pretrained weights)."""
+    return model_key(spec.modality, spec.model, spec.fusion,
+                     pretrained=bool(settings.get("pretrained", False)))
+
+
 def run_label(spec: RunSpec, settings: dict) -> str:
     """The run's display label (:func:`phyllodes.keys.model_label`; ``(random init)`` when its
     image branch did not start from pretrained weights)."""
@@ -381,7 +388,7 @@ def load_predictions(run_dirs: Iterable[Path]) -> pd.DataFrame:
         frames.append(p.assign(modality=s["modality"], model=s["model"], fusion=s["fusion"],
                                seed=s["seed"],
                                pretrained=bool(cfg["settings"].get("pretrained", False)),
-                               model_key=model_key(spec.modality, spec.model, spec.fusion),
+                               model_key=run_key(spec, cfg["settings"]),
                                model_label=run_label(spec, cfg["settings"])))
     if not frames:
         raise ValueError("no runs to load")

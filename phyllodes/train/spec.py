@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 
-from phyllodes.keys import CLASSICAL, encoder_of, is_probe, model_key, model_label
+from phyllodes.keys import CLASSICAL, encoder_of, is_probe, model_label
 
 #: the ``fold`` of a final model: trained on every subject of the cohort (no test fold; its
 #: inner-validation subjects still drive the LP initialisation, early stopping and the
@@ -73,12 +73,6 @@ class RunSpec:
         if self.modality == "clinical" and self.model == "mlp":
             s.add("clinical_mlp")
         return frozenset(s)
-
-    @property
-    def key(self) -> str:
-        """The model's stable key (:func:`phyllodes.keys.model_key`): the same for every fold
-        and seed of the model."""
-        return model_key(self.modality, self.model, self.fusion)
 
     @property
     def label(self) -> str:
