@@ -89,3 +89,13 @@ def test_two_late_fusions_of_other_models_have_their_own_keys():
     got = ab[ab["split"] == "test"].set_index(["subject_id", "fold"])["prob"]
     logit = (np.log(pa / (1 - pa)) + np.log(pb / (1 - pb))) / 2
     np.testing.assert_allclose(got.loc[pa.index], 1 / (1 + np.exp(-logit)), atol=1e-12)
+
+
+def test_an_external_validation_refuses_two_models_under_one_label():
+    from phyllodes.evaluate.external import Direction
+    a = _preds("image/e", "image · e", 0.6)
+    mixed = pd.concat([a, _preds("image/e@random-init", "image · e", 0.1, seed=1)])
+    Direction(None, None, a, a, a)  # one to one: accepted
+    for frames in ((mixed, a, a), (a, mixed, a), (a, a, mixed)):
+        with pytest.raises(ValueError, match="several model_keys"):
+            Direction(None, None, *frames)

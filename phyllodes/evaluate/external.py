@@ -31,6 +31,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from phyllodes.data.imageio import upright_size
 from phyllodes.evaluate import stats
+from phyllodes.evaluate.comparisons import check_identity
 from phyllodes.evaluate.metrics import subject_level
 
 #: a subgroup with fewer subjects than this in either class is flagged as too small
@@ -234,6 +235,10 @@ class Direction:
     internal: pd.DataFrame
     inner_val: pd.DataFrame
     applied: pd.DataFrame
+
+    def __post_init__(self) -> None:
+        for frame in (self.internal, self.inner_val, self.applied):
+            check_identity(frame)  # a model is selected by its label below
 
     @property
     def name(self) -> str:

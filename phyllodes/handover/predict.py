@@ -34,11 +34,11 @@ from phyllodes.data.clinical import ClinicalEncoder
 from phyllodes.data.cohort import Cohort, load_cohort
 from phyllodes.data.contract import ROI_COLUMNS
 from phyllodes.handover.folder import DECLARATION, ModelFolderError, verify_folder
-from phyllodes.keys import model_key
 from phyllodes.profiles import get_profile
 from phyllodes.study import Study, resolve_device
 from phyllodes.train.apply import network_probs, target_study
-from phyllodes.train.runs import linear_model_from_data
+from phyllodes.train.runs import linear_model_from_data, run_key
+from phyllodes.train.spec import RunSpec
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +228,6 @@ def load_model(root: Path | str) -> ExportedModel:
     """An exported model folder, verified (:func:`verify_folder`) and loaded as data."""
     from safetensors.torch import load_file
 
-    from phyllodes.train.spec import RunSpec
     from phyllodes.train.trainer import build_model
     root = Path(root)
     doc = verify_folder(root)
@@ -314,7 +313,5 @@ def study_predictions(model: ExportedModel, study: Study) -> pd.DataFrame:
                          "prob": preds.images["prob"].to_numpy(), "run_id": model.doc["run_id"],
                          "modality": spec["modality"], "model": spec["model"],
                          "fusion": spec["fusion"],
-                         "model_key": model_key(spec["modality"], spec["model"], spec["fusion"],
-                                                pretrained=bool(model.doc["settings"].get(
-                                                    "pretrained", False))),
+                         "model_key": run_key(RunSpec(**spec), model.doc["settings"]),
                          "model_label": model.doc["label"]})
